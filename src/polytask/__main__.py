@@ -1,0 +1,7 @@
+"""``python -m polytask``."""
+
+import sys
+
+from polytask.cli import main
+
+sys.exit(main())

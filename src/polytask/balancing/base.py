@@ -1,0 +1,152 @@
+"""The ``Balancer`` interface: per-task losses in, ``.grad`` on every parameter out.
+
+One call serves the Trainer and a user's own loop::
+
+    weights = balancer.backward(losses, shared_params=..., task_params=..., representation=None)
+    optimizer.step()
+
+``losses`` is ``{task: scalar}`` (or a sequence in the balancer's task order). Like ``loss.backward()``,
+gradients are *accumulated* into ``.grad``; zero them as usual. The return value is the detached (K,)
+vector of task weights actually used, in ``balancer.tasks`` order.
+
+Two families share the interface: loss weightings (:class:`LossWeighting`: weights from losses, then one
+backward of Σ w_k L_k) and gradient methods (which read per-task gradients of ``shared_params`` or of
+``representation`` and therefore need those arguments). Stateful methods receive their extra inputs
+through explicit calls: :meth:`Balancer.epoch_end` (epoch-average losses and KPIs, for DWA and DTP) and
+:meth:`Balancer.post_step` (the same batch's losses after the optimizer step, for FAMO).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from polytask.errors import NonFiniteLossError, PolytaskError, TaskMismatchError
+
+Losses = Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | torch.Tensor
+Params = Iterable[torch.Tensor]
+
+
+class Balancer(nn.Module):
+    """Base class of every balancing method.
+
+    Subclasses set the class flags that tell a training loop what to feed them:
+    ``needs_post_step_losses`` (call :meth:`post_step` after ``optimizer.step()`` with the same batch's
+    new losses), ``needs_kpis`` (pass ``kpis`` to :meth:`epoch_end`), ``needs_shared_params`` and
+    ``needs_representation`` (gradient methods). Learnable balancer parameters (e.g. UW's log-variances)
+    are ``nn.Parameter``s: add ``balancer.parameters()`` to the optimizer.
+    """
+
+    name: str = "base"
+    needs_post_step_losses: bool = False
+    needs_kpis: bool = False
+    needs_shared_params: bool = False
+    needs_representation: bool = False
+
+    def __init__(self, tasks: Sequence[str] | int):
+        super().__init__()
+        if isinstance(tasks, int):
+            if tasks < 1:
+                raise PolytaskError(f"{type(self).__name__}: number of tasks must be >= 1, got {tasks}")
+            tasks = [f"task{k}" for k in range(tasks)]
+        tasks = list(tasks)
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise PolytaskError(f"{type(self).__name__}: tasks must be non-empty and unique, got {tasks}")
+        self.tasks: list[str] = tasks
+        self.last_weights: torch.Tensor | None = None
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def stack_losses(self, losses: Losses, check_finite: bool = True) -> torch.Tensor:
+        """Validate ``losses`` against ``self.tasks`` and stack them into a (K,) tensor in task order."""
+        if isinstance(losses, Mapping):
+            unknown = [k for k in losses if k not in self.tasks]
+            missing = [k for k in self.tasks if k not in losses]
+            if unknown or missing:
+                raise TaskMismatchError(
+                    f"{self.name}: losses for unknown task(s) {unknown} / missing task(s) {missing}; "
+                    f"balancer tasks: {self.tasks}"
+                )
+            items = [losses[k] for k in self.tasks]
+        elif isinstance(losses, torch.Tensor):
+            items = list(losses.reshape(-1))
+        else:
+            items = list(losses)
+        if len(items) != self.num_tasks:
+            raise TaskMismatchError(f"{self.name}: got {len(items)} losses for {self.num_tasks} tasks {self.tasks}")
+        for name, loss in zip(self.tasks, items):
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise TaskMismatchError(f"{self.name}: loss of task {name!r} must be a scalar tensor")
+        stacked = torch.stack([loss.reshape(()) for loss in items])
+        if check_finite:
+            finite = torch.isfinite(stacked.detach())
+            if not bool(finite.all()):
+                raise NonFiniteLossError([t for t, ok in zip(self.tasks, finite.tolist()) if not ok])
+        return stacked
+
+    def _record(self, weights: torch.Tensor) -> torch.Tensor:
+        self.last_weights = weights.detach()
+        return self.last_weights
+
+    # ------------------------------------------------------------------ the interface
+    def backward(
+        self,
+        losses: Losses,
+        shared_params: Params | None = None,
+        task_params: Mapping[str, Params] | None = None,
+        representation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Accumulate gradients into ``.grad`` of every parameter; return the (K,) weights used."""
+        raise NotImplementedError
+
+    def epoch_end(self, losses: Mapping[str, float] | None = None, kpis: Mapping[str, float] | None = None) -> None:
+        """Epoch-level update from epoch-average training losses and task KPIs; default: nothing."""
+
+    def post_step(self, losses: Losses) -> None:
+        """Update from the same batch's losses after the optimizer step; default: nothing."""
+
+    # extra (non-tensor) state is saved in state_dict() through PyTorch's extra-state hook
+    def get_extra_state(self) -> Any:
+        return {}
+
+    def set_extra_state(self, state: Any) -> None:
+        pass
+
+    def extra_repr(self) -> str:
+        return f"tasks={self.tasks}"
+
+
+class LossWeighting(Balancer):
+    """A balancer whose step is one backward of Σ_k w_k L_k.
+
+    Subclasses implement :meth:`weights` (a function of the detached losses and the method's state) or,
+    when the objective is not a weighted sum with constant weights (UW), :meth:`objective`.
+    """
+
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+        """(K,) weights from the detached (K,) losses."""
+        raise NotImplementedError
+
+    def objective(self, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scalar to backpropagate, (K,) effective weights on the task losses)."""
+        w = self.weights(losses.detach()).to(losses.dtype)
+        return (w * losses).sum(), w
+
+    def backward(
+        self,
+        losses: Losses,
+        shared_params: Params | None = None,
+        task_params: Mapping[str, Params] | None = None,
+        representation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One backward of the weighted objective; ``shared_params``/``task_params`` are not needed."""
+        stacked = self.stack_losses(losses)
+        total, w = self.objective(stacked)
+        total.backward()
+        return self._record(w)

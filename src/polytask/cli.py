@@ -1,0 +1,157 @@
+"""The ``polytask`` command: ``compare`` (the main job), ``train``, ``list``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from polytask import balancing, data, models
+from polytask.config import CompareConfig, RunConfig, from_mapping, load_yaml
+from polytask.errors import PolytaskError
+
+
+def _csv(text: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return items
+
+
+def _seeds(text: str) -> list[int]:
+    """``3`` -> seeds 0, 1, 2; ``0,5,7`` -> those seeds."""
+    try:
+        if "," in text:
+            return [int(s) for s in _csv(text)]
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,5,7), got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--seeds must be >= 1, got {n}")
+    return list(range(n))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polytask", description="Multi-task learning: compare, train, list.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cmp = sub.add_parser("compare", help="single-task baselines, then methods x archs x seeds; leaderboard + report")
+    cmp.add_argument("--config", help="YAML file with CompareConfig keys (options below override it)")
+    cmp.add_argument("--dataset", help="dataset name (default multidigits)")
+    cmp.add_argument("--archs", type=_csv, help="comma list of architectures, or 'all' (default hps_cnn)")
+    cmp.add_argument("--methods", type=_csv, help="comma list of balancing methods, or 'all' (default all)")
+    cmp.add_argument("--seeds", type=_seeds, help="number of seeds (3 = 0,1,2) or a comma list (default 3)")
+    cmp.add_argument("--epochs", type=int)
+    cmp.add_argument("--batch-size", type=int, dest="batch_size")
+    cmp.add_argument("--lr", type=float)
+    cmp.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    cmp.add_argument("--out", help="output directory (default runs/<timestamp>)")
+    cmp.add_argument(
+        "--no-cache",
+        action="store_false",
+        dest="cache",
+        default=None,
+        help="retrain single-task baselines even when cached",
+    )
+    cmp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    tr = sub.add_parser("train", help="one training run from a YAML config")
+    tr.add_argument("--config", required=True, help="YAML file with RunConfig keys")
+    tr.add_argument("--out", help="output directory (overrides the config's 'out')")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--quiet", action="store_true")
+
+    sub.add_parser("list", help="datasets, architectures and methods, one line each")
+
+    rep = sub.add_parser("report", help="rebuild leaderboard.md and report.html from a results.json")
+    rep.add_argument("path", help="results.json or the directory holding it")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, keys: Sequence[str]) -> dict:
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from polytask.compare import Comparison
+    from polytask.report import leaderboard_markdown
+
+    values = load_yaml(args.config) if args.config else {}
+    values.update(
+        _overrides(
+            args, ("dataset", "archs", "methods", "seeds", "epochs", "batch_size", "lr", "device", "out", "cache")
+        )
+    )
+    config = from_mapping(CompareConfig, values, args.config or "command line")
+    comparison = Comparison(config, progress=not args.quiet)
+    start = time.perf_counter()
+    results = comparison.run()
+    print(leaderboard_markdown(results))
+    print(
+        f"wall time {time.perf_counter() - start:.1f} s; wrote {comparison.out / 'results.json'}, "
+        f"{comparison.out / 'leaderboard.md'}, {comparison.out / 'report.html'}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from polytask.runs import run_from_config
+
+    values = load_yaml(args.config)
+    if args.out:
+        values["out"] = args.out
+    config = from_mapping(RunConfig, values, args.config)
+    if args.resume and not config.out:
+        raise PolytaskError("--resume needs an output directory (--out or 'out' in the config)")
+    result = run_from_config(config, resume=args.resume, progress=not args.quiet)
+    print(f"best epoch {result.best_epoch}; test scores:")
+    for task, scores in (result.test_scores or {}).items():
+        print(f"  {task}: " + ", ".join(f"{m}={v:.4f}" for m, v in scores.items()))
+    if config.out:
+        print(f"logs, checkpoint and result.json in {config.out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for title, registry in (
+        ("datasets", data.DATASETS),
+        ("architectures", models.MODELS),
+        ("methods", balancing.BALANCERS),
+    ):
+        print(f"{title}:")
+        for name, desc in registry.describe().items():
+            print(f"  {name:<14} {desc}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from polytask.report import leaderboard_markdown, load_results, write_report
+
+    results = load_results(args.path)
+    out = Path(args.path)
+    out = out if out.is_dir() else out.parent
+    paths = write_report(results, out)
+    print(leaderboard_markdown(results))
+    print(f"wrote {paths['leaderboard']} and {paths['report']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"compare": cmd_compare, "train": cmd_train, "list": cmd_list, "report": cmd_report}[args.command]
+    try:
+        return handler(args)
+    except PolytaskError as exc:
+        print(f"polytask {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"polytask {args.command}: interrupted; finished runs and per-epoch checkpoints are kept", file=sys.stderr
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

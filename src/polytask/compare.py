@@ -1,0 +1,285 @@
+"""``polytask compare``: single-task baselines (cached), then every method x architecture x seed, scored
+by test metrics and ΔMTL (positive = better than single-task) and written as results.json,
+leaderboard.md and report.html.
+
+Baseline convention: for each architecture, the single-task network of the same backbone is trained on
+each task alone with the same settings and seeds; the baseline score of a metric is its mean over seeds.
+Each multi-task run's ΔMTL is computed on test against that mean, over primary tasks; the leaderboard
+shows its mean ± sample standard deviation over seeds. Model selection of every run uses validation data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from polytask import __version__, balancing, models
+from polytask.config import CompareConfig
+from polytask.data import MultiTaskData, cache_dir
+from polytask.data import create as create_dataset
+from polytask.data.base import config_hash
+from polytask.errors import CheckpointError
+from polytask.metrics.delta import delta_mtl
+from polytask.runs import train_run
+from polytask.utils import write_json
+
+STL_METHOD = "ew"
+
+
+def _resolve(registry, names: list[str]) -> list[str]:
+    """Expand ``all`` and check every name (an unknown one raises, listing the valid names)."""
+    out: list[str] = []
+    for name in names:
+        if name.lower() == "all":
+            expanded = registry.available()
+        else:
+            registry.get(name)
+            expanded = [name.lower()]
+        out += [n for n in expanded if n not in out]
+    return out
+
+
+def resolve_methods(names: list[str]) -> list[str]:
+    return _resolve(balancing.BALANCERS, names)
+
+
+def resolve_archs(names: list[str]) -> list[str]:
+    return _resolve(models.MODELS, names)
+
+
+def _mean_scores(results: list[dict]) -> dict[str, dict[str, float]]:
+    tasks = results[0]
+    return {t: {m: statistics.fmean(r[t][m] for r in results) for m in tasks[t]} for t in tasks}
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    vals = [v for v in values if v is not None and v == v]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None, "n": len(vals)}
+
+
+class Comparison:
+    """Runs a :class:`CompareConfig`; ``run()`` returns the results dictionary (also written to disk)."""
+
+    def __init__(self, config: CompareConfig, progress: bool = True, log: Callable[[str], None] = print):
+        self.config = config
+        self.methods = resolve_methods(config.methods)
+        self.archs = resolve_archs(config.archs)
+        for name, opts in config.method_options.items():  # fail on bad options before any training
+            balancing.BALANCERS.check_options(name, opts)
+        for name, opts in config.arch_options.items():
+            models.MODELS.check_options(name, opts)
+        self.out = Path(config.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+        self.progress, self.log = progress, log
+
+    # ------------------------------------------------------------------------------------ plumbing
+    def _settings_key(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "epochs": c.epochs,
+            "batch_size": c.batch_size,
+            "lr": c.lr,
+            "amp": c.amp,
+            "on_nonfinite": c.on_nonfinite,
+            "dataset": c.dataset,
+            "dataset_options": c.dataset_options,
+        }
+
+    def _cached_run(self, key: dict[str, Any], run_dir: Path, cache_file: Path | None, fn) -> dict[str, Any]:
+        """Reuse a finished run (same key) from ``cache_file`` or ``run_dir``; resume an interrupted one."""
+        digest = config_hash(key)
+        for candidate in ([cache_file] if cache_file else []) + [run_dir / "result.json"]:
+            if candidate.exists():
+                try:
+                    saved = json.loads(candidate.read_text())
+                except json.JSONDecodeError:
+                    continue
+                if saved.get("extra", {}).get("key_hash") == digest:
+                    return saved
+        resume = (
+            (run_dir / "checkpoint.pt").exists()
+            and (run_dir / "key.json").exists()
+            and json.loads((run_dir / "key.json").read_text()).get("key_hash") == digest
+        )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "key.json", {"key_hash": digest, "key": key})
+        try:
+            result = fn(run_dir, resume)
+        except CheckpointError:
+            result = fn(run_dir, False)
+        result.extra["key_hash"] = digest
+        saved = json.loads(json.dumps(result.to_dict(), default=float))
+        write_json(run_dir / "result.json", saved)
+        if cache_file is not None and self.config.cache:
+            write_json(cache_file, saved)
+        return json.loads((run_dir / "result.json").read_text())
+
+    # ------------------------------------------------------------------------------------ the job
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        start = time.perf_counter()
+        data = create_dataset(c.dataset, **c.dataset_options)
+        if c.tasks:
+            data = data.select(c.tasks)
+        names = [t.name for t in data.tasks]
+        self.out.mkdir(parents=True, exist_ok=True)
+        total = len(self.archs) * len(c.seeds) * (len(names) + len(self.methods))
+        bar = tqdm(total=total, desc="runs", disable=not self.progress, dynamic_ncols=True)
+        baselines: dict[str, Any] = {}
+        for arch in self.archs:
+            baselines[arch] = self._baseline(data, arch, bar)
+        runs: list[dict[str, Any]] = []
+        for arch in self.archs:
+            for method in self.methods:
+                for seed in c.seeds:
+                    bar.set_description(f"{method} / {arch} / seed {seed}")
+                    runs.append(self._mtl_run(data, arch, method, seed, baselines[arch]))
+                    bar.update()
+        bar.close()
+        results = self._assemble(data, baselines, runs, time.perf_counter() - start)
+        write_json(self.out / "results.json", results)
+        from polytask.report import write_report
+
+        write_report(results, self.out)
+        return results
+
+    def _baseline(self, data: MultiTaskData, arch: str, bar) -> dict[str, Any]:
+        c = self.config
+        per_task: dict[str, list[dict]] = {}
+        for task in data.tasks:
+            single = data.select([task.name])
+            for seed in c.seeds:
+                bar.set_description(f"single-task {task.name} / {arch} / seed {seed}")
+                key = {
+                    "kind": "stl",
+                    "version": __version__,
+                    "arch": arch,
+                    "arch_options": c.arch_options.get(arch, {}),
+                    "task": task.name,
+                    "seed": seed,
+                    **self._settings_key(),
+                }
+                run_dir = self.out / "baselines" / arch / task.name / f"seed{seed}"
+                cache_file = cache_dir() / "stl" / f"{config_hash(key)}.json"
+                res = self._cached_run(
+                    key,
+                    run_dir,
+                    cache_file,
+                    lambda d, r, s=single, sd=seed: train_run(
+                        s, arch, STL_METHOD, sd, c, c.arch_options.get(arch), None, d, progress=False, resume=r
+                    ),
+                )
+                per_task.setdefault(task.name, []).append({"seed": seed, **res})
+                bar.update()
+        return {
+            "test": {t: _mean_scores([r["test_scores"] for r in rs])[t] for t, rs in per_task.items()},
+            "val": {t: _mean_scores([r["val_scores"] for r in rs])[t] for t, rs in per_task.items()},
+            "params": sum(rs[0]["params"] for rs in per_task.values()),
+            "ms_per_step": sum(statistics.fmean(r["ms_per_step"] for r in rs) for rs in per_task.values()),
+            "runs": {
+                t: [
+                    {
+                        k: r[k]
+                        for k in ("seed", "test_scores", "val_scores", "best_epoch", "params", "ms_per_step", "history")
+                    }
+                    for r in rs
+                ]
+                for t, rs in per_task.items()
+            },
+        }
+
+    def _mtl_run(self, data: MultiTaskData, arch: str, method: str, seed: int, baseline: dict) -> dict[str, Any]:
+        c = self.config
+        key = {
+            "kind": "mtl",
+            "version": __version__,
+            "arch": arch,
+            "arch_options": c.arch_options.get(arch, {}),
+            "method": method,
+            "method_options": c.method_options.get(method, {}),
+            "seed": seed,
+            "tasks": [t.name for t in data.tasks],
+            "baseline_val": baseline["val"],
+            **self._settings_key(),
+        }
+        run_dir = self.out / "runs" / arch / method / f"seed{seed}"
+        res = self._cached_run(
+            key,
+            run_dir,
+            None,
+            lambda d, r: train_run(
+                data,
+                arch,
+                method,
+                seed,
+                c,
+                c.arch_options.get(arch),
+                c.method_options.get(method),
+                d,
+                baseline_val_scores=baseline["val"],
+                progress=False,
+                resume=r,
+            ),
+        )
+        directions = {t.name: t.directions for t in data.tasks if t.role == "primary"}
+        return {
+            "method": method,
+            "arch": arch,
+            "seed": seed,
+            "delta_mtl": delta_mtl(res["test_scores"], baseline["test"], directions),
+            **{
+                k: res[k]
+                for k in (
+                    "test_scores",
+                    "val_scores",
+                    "best_epoch",
+                    "params",
+                    "ms_per_step",
+                    "skipped_batches",
+                    "history",
+                )
+            },
+        }
+
+    def _assemble(self, data: MultiTaskData, baselines: dict, runs: list[dict], seconds: float) -> dict[str, Any]:
+        summary = []
+        for arch in self.archs:
+            for method in self.methods:
+                rs = [r for r in runs if r["arch"] == arch and r["method"] == method]
+                metrics = {
+                    t: {m: _stats([r["test_scores"][t][m] for r in rs]) for m in rs[0]["test_scores"][t]}
+                    for t in rs[0]["test_scores"]
+                }
+                summary.append(
+                    {
+                        "method": method,
+                        "arch": arch,
+                        "delta_mtl": _stats([r["delta_mtl"] for r in rs]),
+                        "metrics": metrics,
+                        "params": rs[0]["params"],
+                        "ms_per_step": statistics.fmean(r["ms_per_step"] for r in rs),
+                    }
+                )
+        summary.sort(key=lambda s: -(s["delta_mtl"]["mean"] if s["delta_mtl"]["mean"] is not None else -1e9))
+        return {
+            "schema": "polytask.compare/1",
+            "polytask_version": __version__,
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "wall_seconds": seconds,
+            "delta_mtl_convention": "percent, positive = better than the single-task baseline (mean over seeds)",
+            "config": dataclasses.asdict(self.config),
+            "dataset": data.name,
+            "tasks": [{"name": t.name, "kind": t.kind, "role": t.role, "metrics": t.directions} for t in data.tasks],
+            "baselines": baselines,
+            "runs": runs,
+            "summary": summary,
+        }

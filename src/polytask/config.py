@@ -1,0 +1,129 @@
+"""Run configurations: dataclasses validated on construction; YAML files map onto them one to one and an
+unknown key is an error that names it and lists the valid keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from polytask.errors import ConfigError
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by single runs and comparisons."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 2e-3
+    device: str = "auto"
+    amp: bool = False
+    on_nonfinite: str = "raise"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.on_nonfinite not in ("raise", "skip"):
+            raise ConfigError(f"on_nonfinite must be 'raise' or 'skip', got {self.on_nonfinite!r}")
+
+
+@dataclass
+class RunConfig(TrainSettings):
+    """One training run (``polytask train --config FILE.yaml``)."""
+
+    dataset: str = "multidigits"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    tasks: list[str] | None = None
+    arch: str = "hps_cnn"
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    method: str = "ew"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    out: str | None = None
+
+
+@dataclass
+class CompareConfig(TrainSettings):
+    """A comparison (``polytask compare``): single-task baselines, then methods x archs x seeds."""
+
+    dataset: str = "multidigits"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    tasks: list[str] | None = None
+    archs: list[str] = field(default_factory=lambda: ["hps_cnn"])
+    arch_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: ["all"])
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    out: str | None = None
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.archs or not self.methods or not self.seeds:
+            raise ConfigError("archs, methods and seeds must each name at least one entry")
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """Light structural check of a YAML value against a field annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(annotation):
+            try:
+                return _check_type(name, value, arg)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if annotation is type(None):
+        if value is not None:
+            raise ConfigError(f"config key {name!r}: expected null, got {value!r}")
+        return
+    base = origin or annotation
+    if base is Any:
+        return
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return
+    if base is int and isinstance(value, bool):
+        raise ConfigError(f"config key {name!r}: expected an integer, got {value!r}")
+    if isinstance(base, type) and not isinstance(value, base):
+        raise ConfigError(f"config key {name!r}: expected {getattr(base, '__name__', base)}, got {value!r}")
+
+
+def from_mapping(cls: type, values: dict[str, Any], source: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``values``; unknown keys and wrong types raise :class:`ConfigError`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        _check_type(key, value, hints[key])
+    if "lr" in values:
+        values = {**values, "lr": float(values["lr"])}
+    return cls(**values)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; missing or malformed files raise :class:`ConfigError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return data

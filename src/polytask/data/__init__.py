@@ -1,0 +1,19 @@
+"""Datasets: ``create(name, **options)``, ``available()``; batches are ``(inputs, {task: target})``."""
+
+from __future__ import annotations
+
+from polytask.data import multidigits as _multidigits  # noqa: F401  (registers)
+from polytask.data.base import BatchLoader, MultiTaskData, Split, cache_dir
+from polytask.data.registry import DATASETS
+
+
+def create(name: str, **options) -> MultiTaskData:
+    """Build (or load from cache) dataset ``name``."""
+    return DATASETS.create(name, **options)
+
+
+def available() -> list[str]:
+    return DATASETS.available()
+
+
+__all__ = ["DATASETS", "BatchLoader", "MultiTaskData", "Split", "available", "cache_dir", "create"]

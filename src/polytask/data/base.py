@@ -1,0 +1,125 @@
+"""Containers for multi-task datasets and a fast in-memory batch loader.
+
+A batch is ``(inputs, {task: target, task + "_mask": optional bool})``, the format the Trainer and
+``polytask.tasks.compute_losses`` read; any iterable yielding it (e.g. a torch ``DataLoader``) works too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from polytask.errors import PolytaskError, TaskMismatchError
+from polytask.tasks import Task
+
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+@dataclass
+class Split:
+    """One split held in memory: ``inputs`` (N, ...) and ``targets`` {task: (N,)} (+ optional masks)."""
+
+    inputs: torch.Tensor
+    targets: dict[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        n = len(self.inputs)
+        for name, t in self.targets.items():
+            if len(t) != n:
+                raise TaskMismatchError(f"split: target {name!r} has {len(t)} rows, inputs have {n}")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, tasks: Sequence[str]) -> Split:
+        """The same samples with only ``tasks``' targets (and masks)."""
+        keep = {k: v for k, v in self.targets.items() if k in tasks or k.removesuffix("_mask") in tasks}
+        return Split(self.inputs, keep)
+
+
+@dataclass
+class MultiTaskData:
+    """A dataset's tasks, input shape and train/val/test splits."""
+
+    name: str
+    tasks: list[Task]
+    input_shape: tuple[int, ...]
+    train: Split
+    val: Split
+    test: Split
+    info: dict = field(default_factory=dict)
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise TaskMismatchError(f"dataset {self.name!r} has no task {name!r}; tasks: {[t.name for t in self.tasks]}")
+
+    def select(self, tasks: Sequence[str]) -> MultiTaskData:
+        """A view restricted to ``tasks`` (e.g. one task for a single-task baseline)."""
+        chosen = [self.task(t) for t in tasks]
+        return MultiTaskData(
+            self.name,
+            chosen,
+            self.input_shape,
+            self.train.subset(tasks),
+            self.val.subset(tasks),
+            self.test.subset(tasks),
+            dict(self.info),
+        )
+
+
+class BatchLoader:
+    """Mini-batches of a :class:`Split`; with ``shuffle`` the order of epoch e is a function of (seed, e)
+    only, so a resumed run sees exactly the batches an uninterrupted one would (cf. DistributedSampler)."""
+
+    def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False):
+        if batch_size < 1:
+            raise PolytaskError(f"batch_size must be >= 1, got {batch_size}")
+        self.split, self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            split,
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.split)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = None
+        for b in range(len(self)):
+            if order is None:
+                sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
+                yield self.split.inputs[sl], {k: v[sl] for k, v in self.split.targets.items()}
+            else:
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                yield self.split.inputs[idx], {k: v[idx] for k, v in self.split.targets.items()}
+
+
+# ------------------------------------------------------------------------------------------ caching
+def cache_dir() -> Path:
+    """``$POLYTASK_CACHE`` or ``~/.cache/polytask``."""
+    return Path(os.environ.get("POLYTASK_CACHE", Path.home() / ".cache" / "polytask"))
+
+
+def config_hash(config: Mapping) -> str:
+    """A short stable hash of a JSON-able configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,59 @@
+"""``MultiTaskModel``: the interface every architecture implements.
+
+``forward(x)`` returns ``{task: prediction}``; ``shared_parameters()`` and ``task_parameters(task)``
+split the parameters for balancers; ``representation`` holds the shared features z of the last forward
+(still attached to the graph), the input of representation-gradient methods such as MGDA-UB.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from polytask.errors import TaskMismatchError
+
+
+class MultiTaskModel(nn.Module):
+    """Base class: subclasses set ``self.tasks`` and implement the three methods below."""
+
+    tasks: list[str]
+    representation: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters used by more than one task (θ_s)."""
+        raise NotImplementedError
+
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        """Parameters used by ``task`` only (θ_k)."""
+        raise NotImplementedError
+
+    def task_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{task: its own parameters}, the ``task_params`` argument of ``Balancer.backward``."""
+        return {t: list(self.task_parameters(t)) for t in self.tasks}
+
+    def _check_task(self, task: str) -> None:
+        if task not in self.tasks:
+            raise TaskMismatchError(f"{type(self).__name__} has no task {task!r}; tasks: {self.tasks}")
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) scalar parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def mlp(sizes: Sequence[int], final_activation: bool = False, dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers of the given sizes with ReLU between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)

@@ -1,0 +1,71 @@
+"""One registry helper for models, balancers, datasets and metrics: ``create(name, **kw)``, ``available()``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from polytask.errors import ConfigError, UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps a lower-case name to a factory (a class or a function) and a one-line description."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._descriptions: dict[str, str] = {}
+
+    def register(self, name: str, description: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: ``@REGISTRY.register("ew")`` on a class or factory function."""
+        key = name.lower()
+
+        def deco(factory: Callable[..., T]) -> Callable[..., T]:
+            if key in self._factories:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._factories[key] = factory
+            doc = description or (factory.__doc__ or "").strip().splitlines()
+            self._descriptions[key] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            return factory
+
+        return deco
+
+    def get(self, name: str) -> Callable[..., T]:
+        key = str(name).lower()
+        if key not in self._factories:
+            raise UnknownNameError(self.kind, str(name), self._factories)
+        return self._factories[key]
+
+    def options(self, name: str) -> list[str]:
+        """Keyword options the factory of ``name`` accepts."""
+        params = inspect.signature(self.get(name)).parameters.values()
+        return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def check_options(self, name: str, kwargs: dict) -> None:
+        """Raise :class:`ConfigError` naming any option the factory of ``name`` does not take."""
+        params = inspect.signature(self.get(name)).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return
+        valid = self.options(name)
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"{self.kind} {name!r} has no option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}"
+            )
+
+    def create(self, name: str, **kwargs) -> T:
+        """Build ``name``; an option the factory does not take is an error naming it and the valid ones."""
+        self.check_options(name, kwargs)
+        return self.get(name)(**kwargs)
+
+    def available(self) -> list[str]:
+        return sorted(self._factories)
+
+    def describe(self) -> dict[str, str]:
+        return {k: self._descriptions[k] for k in self.available()}
+
+    def __contains__(self, name: str) -> bool:
+        return str(name).lower() in self._factories

@@ -1,0 +1,62 @@
+"""The leaderboard: one row per method x architecture (plus the single-task baseline), as Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_SHORT = {"accuracy": "acc", "macro_f1": "F1", "rounded_accuracy": "r-acc", "log_loss": "logloss"}
+
+
+def fmt(stats: dict[str, Any], digits: int = 3) -> str:
+    if stats.get("mean") is None:
+        return "n/a"
+    text = f"{stats['mean']:.{digits}f}"
+    return text + (f" ± {stats['std']:.{digits}f}" if stats.get("std") is not None else "")
+
+
+def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    tasks = results["tasks"]
+    columns = [(t["name"], m) for t in tasks for m in t["metrics"]]
+    arrow = {True: "↑", False: "↓"}
+    header = (
+        ["method", "arch", "ΔMTL % ↑"]
+        + [
+            f"{task} {_SHORT.get(m, m)} {arrow[next(t for t in tasks if t['name'] == task)['metrics'][m]]}"
+            for task, m in columns
+        ]
+        + ["params", "ms/step"]
+    )
+    rows = []
+    for s in results["summary"]:
+        rows.append(
+            [s["method"], s["arch"], fmt(s["delta_mtl"], 2)]
+            + [fmt(s["metrics"][t][m]) for t, m in columns]
+            + [f"{s['params']:,}", f"{s['ms_per_step']:.2f}"]
+        )
+    for arch, base in results["baselines"].items():
+        rows.append(
+            ["single-task", arch, "0 (ref.)"]
+            + [f"{base['test'][t][m]:.3f}" for t, m in columns]
+            + [f"{base['params']:,}", f"{base['ms_per_step']:.2f}"]
+        )
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def leaderboard_markdown(results: dict[str, Any]) -> str:
+    """The leaderboard with a one-paragraph legend stating conventions."""
+    header, rows = leaderboard_rows(results)
+    seeds = results["config"]["seeds"]
+    legend = (
+        f"Dataset `{results['dataset']}`, {len(seeds)} seed(s) {seeds}, {results['config']['epochs']} epochs. "
+        "Test metrics of the epoch selected on validation, mean ± std over seeds. "
+        "ΔMTL: mean relative gain over the single-task baseline of the same architecture (mean over seeds), "
+        "in percent, **positive = better than single-task**. Single-task params and ms/step are the sums over "
+        "the one-task networks."
+    )
+    return f"# polytask leaderboard\n\n{legend}\n\n{markdown_table(header, rows)}\n"

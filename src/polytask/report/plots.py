@@ -1,0 +1,105 @@
+"""Figures of a comparison (matplotlib, Agg): loss curves, task-weight trajectories, ΔMTL bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _curves(runs: list[dict], key: str, task: str) -> np.ndarray:
+    """(seeds, epochs) array of history[key][task], NaN-padded."""
+    series = [[h[key][task] if h[key].get(task) is not None else np.nan for h in r["history"]] for r in runs]
+    width = max(len(s) for s in series)
+    return np.array([s + [np.nan] * (width - len(s)) for s in series], dtype=float)
+
+
+def _groups(results: dict[str, Any]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    multi_arch = len({r["arch"] for r in results["runs"]}) > 1
+    for r in results["runs"]:
+        groups.setdefault(f"{r['method']}/{r['arch']}" if multi_arch else r["method"], []).append(r)
+    return groups
+
+
+def loss_curves(results: dict[str, Any], path: Path) -> Path:
+    """Per task: training loss (solid) and validation loss (dashed) per epoch, mean over seeds, log scale."""
+    tasks = [t["name"] for t in results["tasks"]]
+    groups = _groups(results)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for ax, task in zip(axes[0], tasks):
+        for i, (label, runs) in enumerate(groups.items()):
+            for key, style in (("train_loss", "-"), ("val_loss", "--")):
+                mean = np.nanmean(_curves(runs, key, task), axis=0)
+                ax.plot(
+                    np.arange(1, len(mean) + 1),
+                    mean,
+                    style,
+                    color=colors[i % 10],
+                    label=label if key == "train_loss" else None,
+                )
+        for arch, base in results["baselines"].items():
+            mean = np.nanmean(_curves(base["runs"][task], "val_loss", task), axis=0)
+            ax.plot(np.arange(1, len(mean) + 1), mean, ":", color="black", label=f"single-task val ({arch})")
+        ax.set_title(task)
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("loss (solid: train, dashed: val)")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def weight_trajectories(results: dict[str, Any], path: Path) -> Path:
+    """Per method: each task's mean weight per epoch (mean over seeds)."""
+    tasks = [t["name"] for t in results["tasks"]]
+    groups = _groups(results)
+    n = len(groups)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, (label, runs) in zip(axes.flat, groups.items()):
+        for task in tasks:
+            mean = np.nanmean(_curves(runs, "weights", task), axis=0)
+            ax.plot(np.arange(1, len(mean) + 1), mean, marker=".", label=task)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("task weight (epoch mean)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def delta_bars(results: dict[str, Any], path: Path) -> Path:
+    """ΔMTL mean with ± std error bars per method (x architecture), sorted, zero line = single-task."""
+    summary = results["summary"]
+    multi_arch = len({s["arch"] for s in summary}) > 1
+    labels = [f"{s['method']}/{s['arch']}" if multi_arch else s["method"] for s in summary]
+    means = [s["delta_mtl"]["mean"] or 0.0 for s in summary]
+    stds = [s["delta_mtl"]["std"] or 0.0 for s in summary]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(labels) + 1.5), 3.6))
+    colors = ["tab:green" if m >= 0 else "tab:red" for m in means]
+    ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=colors, alpha=0.8)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=45, ha="right")
+    ax.set_ylabel("ΔMTL % vs single-task (↑ better)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

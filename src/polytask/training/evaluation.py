@@ -1,0 +1,72 @@
+"""Evaluation over a whole split: per-task metrics (missing targets skipped) and mean losses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from polytask.tasks import Task, check_outputs
+
+
+@dataclass
+class EvalResult:
+    scores: dict[str, dict[str, float]]  # {task: {metric: value}}
+    losses: dict[str, float]  # {task: mean loss over present targets}
+
+
+def move_batch(x: torch.Tensor, targets: dict[str, torch.Tensor], device: torch.device):
+    if x.device == device:
+        return x, targets
+    return x.to(device, non_blocking=True), {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, tasks: Sequence[Task], batches: Iterable, device: torch.device | str = "cpu", amp: bool = False
+) -> EvalResult:
+    """Run ``model`` over ``batches`` in eval mode and score every task (training mode restored after)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    preds: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
+    targs: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
+    valids: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
+    loss_sum = dict.fromkeys(preds, 0.0)
+    count = dict.fromkeys(preds, 0)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+    try:
+        for x, targets in batches:
+            x, targets = move_batch(x, targets, device)
+            with autocast:
+                out = model(x)
+            check_outputs(tasks, out, targets)
+            for t in tasks:
+                p, y = out[t.name].float(), targets[t.name]
+                valid = t.valid_mask(y, targets.get(t.name + "_mask"))
+                n = int(valid.sum())
+                if n:
+                    loss_sum[t.name] += float(t.compute_loss(p, y, targets.get(t.name + "_mask"))) * n
+                    count[t.name] += n
+                preds[t.name].append(t.postprocess(p).cpu())
+                targs[t.name].append(y.cpu())
+                valids[t.name].append(valid.cpu())
+    finally:
+        model.train(was_training)
+    scores = {}
+    for t in tasks:
+        p = torch.cat(preds[t.name]).numpy()
+        y = torch.cat(targs[t.name]).numpy()
+        v = torch.cat(valids[t.name]).numpy().astype(bool)
+        scores[t.name] = t.evaluate(p, y, v)
+    losses = {k: (loss_sum[k] / count[k] if count[k] else float("nan")) for k in loss_sum}
+    return EvalResult(scores, losses)
+
+
+def mean_or_nan(values: list[float]) -> float:
+    vals = [v for v in values if v == v]
+    return float(np.mean(vals)) if vals else float("nan")

@@ -1,0 +1,347 @@
+"""The Trainer: wires model, tasks, balancer and optimizer; adds devices, progress, validation, model
+selection, logs, checkpoints and exact resume. Everything it calls is usable without it."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from polytask.balancing.base import Balancer
+from polytask.data.base import BatchLoader, Split
+from polytask.errors import NonFiniteLossError, PolytaskError
+from polytask.metrics.delta import relative_gains
+from polytask.models.base import MultiTaskModel, count_parameters
+from polytask.tasks import Task, compute_losses
+from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from polytask.training.evaluation import EvalResult, evaluate, move_batch
+from polytask.training.logs import EpochLogger
+from polytask.utils import resolve_device, write_json
+
+Scores = dict[str, dict[str, float]]
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns (and writes to ``result.json``)."""
+
+    best_epoch: int
+    val_scores: Scores
+    test_scores: Scores | None
+    history: list[dict[str, Any]]
+    params: int
+    ms_per_step: float
+    skipped_batches: int
+    train_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def selection_score(scores: Scores, reference: Scores, directions: Mapping[str, Mapping[str, bool]]) -> float:
+    """ΔMTL of ``scores`` against ``reference`` (percent, higher is better); metrics whose reference is
+    zero or not finite are left out (they have no relative change)."""
+    usable = {
+        t: {
+            m: d
+            for m, d in dirs.items()
+            if math.isfinite(reference[t][m]) and reference[t][m] != 0 and math.isfinite(scores[t][m])
+        }
+        for t, dirs in directions.items()
+    }
+    usable = {t: d for t, d in usable.items() if d}
+    if not usable:
+        return float("nan")
+    gains = relative_gains(scores, reference, usable)
+    return sum(gains.values()) / len(gains)
+
+
+class Trainer:
+    """Train ``model`` on ``tasks`` with ``balancer``.
+
+    Args:
+        train, val, test: a :class:`~polytask.data.Split` (batched here with ``batch_size``, shuffled per
+            epoch from ``seed``) or any iterable of ``(inputs, {task: target})`` batches (a DataLoader;
+            ``set_epoch`` is called on it or its sampler when present).
+        optimizer: defaults to Adam(lr) over the model's and the balancer's parameters.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ...; ``amp``: bfloat16 autocast on CUDA.
+        out_dir: where ``log.jsonl``, ``log.csv``, ``checkpoint.pt`` (every epoch, atomic) and
+            ``result.json`` go; ``None`` keeps everything in memory (no resume).
+        baseline_val_scores: single-task validation scores; model selection then maximises validation
+            ΔMTL against them (else against the first epoch's validation scores). Primary tasks only;
+            test data are never used for selection.
+        on_nonfinite: ``raise`` (stop, naming task, epoch and step) or ``skip`` (drop the batch, count it).
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        tasks: Sequence[Task],
+        balancer: Balancer,
+        train: Split | Iterable,
+        val: Split | Iterable,
+        test: Split | Iterable | None = None,
+        *,
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        optimizer: torch.optim.Optimizer | None = None,
+        device: str | torch.device = "auto",
+        amp: bool = False,
+        out_dir: str | Path | None = None,
+        baseline_val_scores: Scores | None = None,
+        on_nonfinite: Literal["raise", "skip"] = "raise",
+        progress: bool = True,
+        seed: int = 0,
+        eval_batch_size: int = 1024,
+    ):
+        if epochs < 1:
+            raise PolytaskError(f"epochs must be >= 1, got {epochs}")
+        if on_nonfinite not in ("raise", "skip"):
+            raise PolytaskError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        names = [t.name for t in tasks]
+        if list(balancer.tasks) != names:
+            raise PolytaskError(f"balancer tasks {balancer.tasks} differ from the Trainer's tasks {names}")
+        model_tasks = getattr(model, "tasks", names)
+        if sorted(model_tasks) != sorted(names):
+            raise PolytaskError(f"model tasks {model_tasks} differ from the Trainer's tasks {names}")
+        self.device = resolve_device(device)
+        if amp and self.device.type != "cuda":
+            warnings.warn("amp=True has no effect on CPU; training in float32", stacklevel=2)
+        self.amp = amp and self.device.type == "cuda"
+        self.model = model.to(self.device)
+        self.balancer = balancer.to(self.device)
+        self.tasks = list(tasks)
+        self.primary = [t for t in self.tasks if t.role == "primary"] or self.tasks
+        self.epochs, self.seed, self.progress = epochs, seed, progress
+        self.on_nonfinite = on_nonfinite
+        self.baseline_val_scores = baseline_val_scores
+        self.train_batches = self._batches(train, batch_size, shuffle=True)
+        self.val_batches = self._batches(val, eval_batch_size, shuffle=False)
+        self.test_batches = None if test is None else self._batches(test, eval_batch_size, shuffle=False)
+        params = list(model.parameters()) + list(balancer.parameters())
+        self.optimizer = optimizer or torch.optim.Adam(params, lr=lr)
+        in_opt = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        if any(id(p) not in in_opt for p in balancer.parameters()):
+            raise PolytaskError(
+                f"the optimizer lacks the {balancer.name} balancer's learnable parameters; "
+                "add balancer.parameters() to it"
+            )
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.logger = None if self.out_dir is None else EpochLogger(self.out_dir)
+        self.shared_params = list(model.shared_parameters())
+        self.task_params = model.task_parameter_groups()
+        self.directions = {t.name: t.directions for t in self.primary}
+
+    def _batches(self, data, batch_size: int, shuffle: bool):
+        if isinstance(data, Split):
+            return BatchLoader(data, batch_size, shuffle=shuffle, seed=self.seed)
+        return data
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "checkpoint.pt"
+
+    # ------------------------------------------------------------------------------------ public API
+    def evaluate(self, batches: Split | Iterable) -> EvalResult:
+        """Per-task metrics and losses of the current model on ``batches``."""
+        if isinstance(batches, Split):
+            batches = BatchLoader(batches, 1024)
+        return evaluate(self.model, self.tasks, batches, self.device, self.amp)
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train for ``epochs`` (continuing from ``out_dir/checkpoint.pt`` when ``resume``), restore the
+        epoch with the best validation score and evaluate it on the test split."""
+        state = self._initial_state(resume)
+        for epoch in range(state["epoch"], self.epochs):
+            record = self._train_epoch(epoch, state)
+            state["history"].append(record)
+            state["epoch"] = epoch + 1
+            if self.logger is not None:
+                self.logger.append(record)
+            if self.checkpoint_path is not None:
+                self._save(state)
+        return self._finish(state)
+
+    # ------------------------------------------------------------------------------------ internals
+    def _initial_state(self, resume: bool) -> dict[str, Any]:
+        if resume:
+            if self.checkpoint_path is None:
+                raise PolytaskError("resume=True needs out_dir (where checkpoint.pt lives)")
+            ckpt = load_checkpoint(self.checkpoint_path, map_location=self.device)
+            try:
+                self.model.load_state_dict(ckpt["model"])
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+                self.balancer.load_state_dict(ckpt["balancer"])
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise PolytaskError(
+                    f"checkpoint {self.checkpoint_path} does not fit this model/optimizer/balancer: {exc}"
+                ) from exc
+            set_rng_state(ckpt["rng"])
+            state = {
+                k: ckpt[k]
+                for k in (
+                    "epoch",
+                    "history",
+                    "best_epoch",
+                    "best_score",
+                    "best_model",
+                    "reference",
+                    "steps",
+                    "train_seconds",
+                    "skipped",
+                )
+            }
+            if self.logger is not None:
+                self.logger.truncate(state["epoch"])
+            return state
+        torch.manual_seed(self.seed)
+        if self.logger is not None:
+            self.logger.reset()
+        return {
+            "epoch": 0,
+            "history": [],
+            "best_epoch": -1,
+            "best_score": -math.inf,
+            "best_model": None,
+            "reference": self.baseline_val_scores,
+            "steps": 0,
+            "train_seconds": 0.0,
+            "skipped": 0,
+        }
+
+    def _save(self, state: dict[str, Any]) -> None:
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "balancer": self.balancer.state_dict(),
+                "rng": rng_state(),
+                **state,
+            },
+        )
+
+    def _train_epoch(self, epoch: int, state: dict[str, Any]) -> dict[str, Any]:
+        names = [t.name for t in self.tasks]
+        model, balancer, opt = self.model, self.balancer, self.optimizer
+        if hasattr(self.train_batches, "set_epoch"):
+            self.train_batches.set_epoch(epoch)
+        elif hasattr(getattr(self.train_batches, "sampler", None), "set_epoch"):
+            self.train_batches.sampler.set_epoch(epoch)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        loss_sum = torch.zeros(len(names), device=self.device, dtype=torch.float64)
+        weight_sum = torch.zeros(len(names), device=self.device, dtype=torch.float64)
+        kpi_sum, kpi_n = [0.0] * len(names), [0] * len(names)
+        steps = skipped = 0
+        model.train()
+        start = time.perf_counter()
+        bar = tqdm(
+            self.train_batches,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            leave=False,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        for step, (x, targets) in enumerate(bar):
+            x, targets = move_batch(x, targets, self.device)
+            with autocast:
+                outputs = model(x)
+            losses = compute_losses(self.tasks, outputs, targets)
+            opt.zero_grad(set_to_none=True)
+            try:
+                weights = balancer.backward(
+                    losses,
+                    shared_params=self.shared_params,
+                    task_params=self.task_params,
+                    representation=model.representation if balancer.needs_representation else None,
+                )
+            except NonFiniteLossError as exc:
+                if self.on_nonfinite == "skip":
+                    skipped += 1
+                    continue
+                raise NonFiniteLossError(exc.tasks, f"epoch {epoch + 1}, step {step + 1}") from None
+            opt.step()
+            if balancer.needs_post_step_losses:
+                with torch.no_grad(), autocast:
+                    balancer.post_step(compute_losses(self.tasks, model(x), targets))
+            loss_sum += torch.stack([losses[n].detach() for n in names]).double()
+            weight_sum += weights.double()
+            if balancer.needs_kpis:
+                for k, t in enumerate(self.tasks):
+                    v = t.kpi_value(outputs[t.name], targets[t.name], targets.get(t.name + "_mask"))
+                    if v == v:
+                        kpi_sum[k] += v
+                        kpi_n[k] += 1
+            steps += 1
+        seconds = time.perf_counter() - start
+        if steps == 0:
+            raise PolytaskError(f"epoch {epoch + 1}: no batch could be trained ({skipped} skipped as non-finite)")
+        train_loss = dict(zip(names, (loss_sum / steps).tolist()))
+        kpis = {n: (kpi_sum[k] / kpi_n[k] if kpi_n[k] else float("nan")) for k, n in enumerate(names)}
+        balancer.epoch_end(losses=train_loss, kpis=kpis if balancer.needs_kpis else None)
+        val = evaluate(model, self.tasks, self.val_batches, self.device, self.amp)
+        if state["reference"] is None:
+            state["reference"] = val.scores
+        score = selection_score(val.scores, state["reference"], self.directions)
+        improved = state["best_epoch"] < 0 or (score == score and score > state["best_score"])
+        if improved:
+            state["best_epoch"], state["best_score"] = epoch, score
+            state["best_model"] = copy.deepcopy(model.state_dict())
+        state["steps"] += steps
+        state["train_seconds"] += seconds
+        state["skipped"] += skipped
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "weights": dict(zip(names, (weight_sum / steps).tolist())),
+            "val_loss": val.losses,
+            "val": val.scores,
+            "selection_score": score,
+            "best": improved,
+            "steps": steps,
+            "skipped_batches": skipped,
+            "ms_per_step": 1000 * seconds / steps,
+        }
+        if balancer.needs_kpis:
+            record["kpis"] = kpis
+        if self.progress:
+            tqdm.write(
+                f"epoch {epoch + 1}/{self.epochs}  loss "
+                + " ".join(f"{n}={v:.4g}" for n, v in train_loss.items())
+                + f"  val Δ={score:+.2f}%"
+            )
+        return record
+
+    def _finish(self, state: dict[str, Any]) -> TrainResult:
+        if state["best_model"] is not None:
+            self.model.load_state_dict(state["best_model"])
+        best = state["history"][state["best_epoch"]]
+        test = (
+            None
+            if self.test_batches is None
+            else evaluate(self.model, self.tasks, self.test_batches, self.device, self.amp).scores
+        )
+        result = TrainResult(
+            best_epoch=state["best_epoch"] + 1,
+            val_scores=best["val"],
+            test_scores=test,
+            history=state["history"],
+            params=count_parameters(self.model),
+            ms_per_step=1000 * state["train_seconds"] / max(state["steps"], 1),
+            skipped_batches=state["skipped"],
+            train_seconds=state["train_seconds"],
+        )
+        if self.out_dir is not None:
+            write_json(self.out_dir / "result.json", result.to_dict())
+        return result
