@@ -97,7 +97,8 @@ class Comparison:
     def _cached_run(self, key: dict[str, Any], run_dir: Path, cache_file: Path | None, fn) -> dict[str, Any]:
         """Reuse a finished run (same key) from ``cache_file`` or ``run_dir``; resume an interrupted one."""
         digest = config_hash(key)
-        for candidate in ([cache_file] if cache_file else []) + [run_dir / "result.json"]:
+        use_cache = cache_file is not None and self.config.cache
+        for candidate in ([cache_file] if use_cache else []) + [run_dir / "result.json"]:
             if candidate.exists():
                 try:
                     saved = json.loads(candidate.read_text())
@@ -119,7 +120,7 @@ class Comparison:
         result.extra["key_hash"] = digest
         saved = json.loads(json.dumps(result.to_dict(), default=float))
         write_json(run_dir / "result.json", saved)
-        if cache_file is not None and self.config.cache:
+        if use_cache:
             write_json(cache_file, saved)
         return json.loads((run_dir / "result.json").read_text())
 

@@ -19,7 +19,7 @@ from polytask.errors import ConfigError
 class TrainSettings:
     """Optimisation settings shared by single runs and comparisons."""
 
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
     device: str = "auto"

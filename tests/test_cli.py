@@ -1,0 +1,171 @@
+"""The polytask command: compare, train, list, report, and its errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import polytask as pt
+from polytask import compare as compare_module
+from polytask.cli import main
+
+TINY = {"dataset_options": {"n_train": 128, "n_val": 64, "n_test": 64}, "batch_size": 32}
+
+
+def write_yaml(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_list_prints_every_registry(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("multidigits", "hps_cnn", "hps_mlp", "ew", "uw", "gls", "dwa", "dtp", "lbtw", "rlw", "famo"):
+        assert f"  {name} " in out
+
+
+def test_compare_writes_results_leaderboard_and_report(tmp_path, capsys):
+    cfg = write_yaml(tmp_path / "c.yaml", {**TINY, "archs": ["hps_mlp"]})
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "compare",
+                "--config",
+                cfg,
+                "--methods",
+                "ew,famo",
+                "--seeds",
+                "2",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "| famo" in printed and "| single-task" in printed and "ΔMTL" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == "polytask.compare/1"
+    assert {(r["method"], r["seed"]) for r in results["runs"]} == {("ew", 0), ("ew", 1), ("famo", 0), ("famo", 1)}
+    base = results["baselines"]["hps_mlp"]["test"]
+    for run in results["runs"]:  # ΔMTL recomputed from the saved scores
+        dirs = {t["name"]: t["metrics"] for t in results["tasks"]}
+        assert run["delta_mtl"] == pytest.approx(pt.metrics.delta_mtl(run["test_scores"], base, dirs))
+    for s in results["summary"]:
+        assert s["delta_mtl"]["n"] == 2 and s["params"] > 0 and s["ms_per_step"] > 0
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and 'src="http' not in html
+    assert "| famo" in (out / "leaderboard.md").read_text()
+    assert main(["report", str(out)]) == 0  # rebuilt from results.json alone
+
+
+def test_single_task_baselines_are_cached(tmp_path, monkeypatch):
+    cfg = write_yaml(tmp_path / "c.yaml", {**TINY, "archs": ["hps_mlp"]})
+    args = ["compare", "--config", cfg, "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    calls = []
+    real = compare_module.train_run
+    monkeypatch.setattr(compare_module, "train_run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert len(calls) == 1  # only the multi-task run; the three single-task runs came from the cache
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["baselines"]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["baselines"]
+    assert a["hps_mlp"]["test"] == b["hps_mlp"]["test"]
+    calls.clear()
+    assert main([*args, "--out", str(tmp_path / "c"), "--no-cache"]) == 0
+    assert len(calls) == 4
+
+
+def test_compare_rerun_in_same_out_reuses_finished_runs(tmp_path, monkeypatch):
+    cfg = write_yaml(tmp_path / "c.yaml", {**TINY, "archs": ["hps_mlp"], "cache": False})
+    args = [
+        "compare",
+        "--config",
+        cfg,
+        "--methods",
+        "ew",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 0
+    calls = []
+    monkeypatch.setattr(compare_module, "train_run", lambda *a, **k: calls.append(a))
+    assert main(args) == 0 and calls == []
+
+
+def test_compare_errors_list_valid_names(tmp_path, capsys):
+    assert main(["compare", "--methods", "ew,magic", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'magic'" in err and "famo" in err
+    assert main(["compare", "--archs", "resnet50", "--out", str(tmp_path)]) == 2
+    assert "unknown architecture 'resnet50'" in capsys.readouterr().err
+    assert main(["compare", "--dataset", "nyuv3", "--out", str(tmp_path)]) == 2
+    assert "unknown dataset 'nyuv3'; valid datasets: multidigits" in capsys.readouterr().err
+    bad = write_yaml(tmp_path / "bad.yaml", {"epoch": 3})
+    assert main(["compare", "--config", bad]) == 2
+    assert "unknown config key(s) epoch; valid keys:" in capsys.readouterr().err
+    bad = write_yaml(tmp_path / "bad2.yaml", {"epochs": "many"})
+    assert main(["compare", "--config", bad]) == 2
+    assert "config key 'epochs': expected int" in capsys.readouterr().err
+    bad = write_yaml(tmp_path / "bad3.yaml", {"method_options": {"dwa": {"temp": 2}}})
+    assert main(["compare", "--config", bad]) == 2
+    assert "method 'dwa' has no option(s) temp" in capsys.readouterr().err
+    assert main(["compare", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_from_yaml_and_resume(tmp_path, capsys):
+    cfg = write_yaml(
+        tmp_path / "t.yaml", {**TINY, "arch": "hps_mlp", "method": "dwa", "epochs": 2, "out": str(tmp_path / "run")}
+    )
+    assert main(["train", "--config", cfg, "--quiet"]) == 0
+    assert "best epoch" in capsys.readouterr().out
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "log.jsonl").exists()
+    cfg3 = write_yaml(tmp_path / "t3.yaml", {**TINY, "arch": "hps_mlp", "method": "dwa", "epochs": 3})
+    assert main(["train", "--config", cfg3, "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 0
+    rows = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+    bad = write_yaml(tmp_path / "bad.yaml", {"methdo": "ew"})
+    assert main(["train", "--config", bad]) == 2
+    assert "unknown config key(s) methdo" in capsys.readouterr().err
+
+
+def test_acceptance_command_runs_as_a_console_script(tmp_path):
+    """`polytask compare --methods ew,uw --seeds 1 --epochs 1 --out DIR` on the default dataset."""
+    env = {**os.environ, "POLYTASK_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "polytask",
+            "compare",
+            "--methods",
+            "ew,uw",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| uw" in proc.stdout
+    assert all((tmp_path / "o" / f).exists() for f in ("results.json", "leaderboard.md", "report.html"))
