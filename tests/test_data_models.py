@@ -18,7 +18,7 @@ def test_multidigits_is_deterministic_and_split_by_source_image():
     t = a.train.targets
     assert torch.equal(t["sum"], (t["left"] + t["right"]).float())
     assert [task.name for task in a.tasks] == ["left", "right", "sum"]
-    assert 0 <= float(a.train.inputs.min()) and float(a.train.inputs.max()) <= 1
+    assert float(a.train.inputs.min()) >= 0 and float(a.train.inputs.max()) <= 1
 
 
 def test_multidigits_digits_are_where_the_labels_say():
@@ -35,9 +35,9 @@ def test_multidigits_digits_are_where_the_labels_say():
 
 
 def test_dataset_errors():
-    with pytest.raises(pt.UnknownNameError, match="unknown dataset 'mnist'.*multidigits"):
+    with pytest.raises(pt.UnknownNameError, match=r"unknown dataset 'mnist'.*multidigits"):
         pt.data.create("mnist")
-    with pytest.raises(pt.ConfigError, match="no option.*n_trian"):
+    with pytest.raises(pt.ConfigError, match=r"no option.*n_trian"):
         pt.data.create("multidigits", n_trian=3)
     with pytest.raises(pt.PolytaskError, match="max_shift"):
         pt.data.create("multidigits", max_shift=20)
@@ -83,7 +83,7 @@ def test_single_task_mode_and_parameter_growth(tiny_data):
 
 
 def test_model_errors():
-    with pytest.raises(pt.UnknownNameError, match="unknown architecture 'resnet'.*hps_cnn, hps_mlp"):
+    with pytest.raises(pt.UnknownNameError, match=r"unknown architecture 'resnet'.*hps_cnn, hps_mlp"):
         pt.models.create("resnet", tasks=[pt.Task("a")], input_shape=(1, 8, 8))
     with pytest.raises(pt.PolytaskError, match="needs \\(C, H, W\\)"):
         pt.models.create("hps_cnn", tasks=[pt.Task("a", out_features=3)], input_shape=(64,))

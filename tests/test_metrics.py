@@ -38,7 +38,7 @@ def test_regression_metrics_by_hand():
 
 def test_metric_registry_directions():
     assert M.get("accuracy").higher_is_better and not M.get("rmse").higher_is_better
-    with pytest.raises(pt.UnknownNameError, match="unknown metric 'acc'.*accuracy"):
+    with pytest.raises(pt.UnknownNameError, match=r"unknown metric 'acc'.*accuracy"):
         M.get("acc")
 
 
@@ -62,3 +62,18 @@ def test_delta_mtl_errors():
         pt.metrics.delta_mtl({"a": {}}, {"a": {"acc": 1.0}}, dirs)
     with pytest.raises(pt.PolytaskError, match="finite non-zero baseline"):
         pt.metrics.delta_mtl({"a": {"acc": 1.0}}, {"a": {"acc": 0.0}}, dirs)
+
+
+def test_macro_f1_agrees_with_scikit_learn():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 3, 10):
+        probs = rng.random((200, n_classes))
+        target = rng.integers(0, n_classes, 200)
+        target[:5] = 0
+        want = f1_score(target, probs.argmax(1), labels=np.arange(n_classes), average="macro", zero_division=0)
+        assert M.macro_f1(probs, target) == pytest.approx(want)
+    p = rng.random(50)
+    y = rng.integers(0, 2, 50)
+    assert M.macro_f1(p, y) == pytest.approx(f1_score(y, (p >= 0.5).astype(int), average="macro"))

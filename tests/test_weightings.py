@@ -18,9 +18,9 @@ def test_registry_lists_all_loss_weightings():
 
 
 def test_unknown_method_and_option_errors_name_the_problem():
-    with pytest.raises(pt.UnknownNameError, match="unknown method 'nope'.*dwa.*famo"):
+    with pytest.raises(pt.UnknownNameError, match=r"unknown method 'nope'.*dwa.*famo"):
         pt.balancing.create("nope", tasks=2)
-    with pytest.raises(pt.ConfigError, match="no option.*temp.*valid options: tasks, temperature"):
+    with pytest.raises(pt.ConfigError, match=r"no option.*temp.*valid options: tasks, temperature"):
         pt.balancing.create("dwa", tasks=2, temp=3)
 
 

@@ -133,9 +133,11 @@ class Task:
     def compute_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean loss over the samples whose target is present (0, still in the graph, when none is)."""
         pred = self._check_shapes(pred, target)
+        if mask is None:  # fast path: one reduction tells whether anything is missing
+            missing = torch.isnan(target).any() if target.is_floating_point() else (target == self.ignore_index).any()
+            if not bool(missing):
+                return self._loss_fn(pred, target)
         valid = self.valid_mask(target, mask)
-        if bool(valid.all()):
-            return self._loss_fn(pred, target)
         if not bool(valid.any()):
             return pred.sum() * 0.0
         return self._loss_fn(pred[valid], target[valid])

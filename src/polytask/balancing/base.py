@@ -64,31 +64,49 @@ class Balancer(nn.Module):
 
     # ------------------------------------------------------------------ helpers for subclasses
     def stack_losses(self, losses: Losses, check_finite: bool = True) -> torch.Tensor:
-        """Validate ``losses`` against ``self.tasks`` and stack them into a (K,) tensor in task order."""
-        if isinstance(losses, Mapping):
-            unknown = [k for k in losses if k not in self.tasks]
-            missing = [k for k in self.tasks if k not in losses]
-            if unknown or missing:
+        """Validate ``losses`` against ``self.tasks`` and return them as a (K,) tensor in task order.
+
+        A (K,) tensor is taken as is (the Trainer's fast path); a mapping is checked against the task names.
+        """
+        if isinstance(losses, torch.Tensor) and losses.dim() == 1:
+            if losses.numel() != self.num_tasks:
                 raise TaskMismatchError(
-                    f"{self.name}: losses for unknown task(s) {unknown} / missing task(s) {missing}; "
-                    f"balancer tasks: {self.tasks}"
+                    f"{self.name}: got {losses.numel()} losses for {self.num_tasks} tasks {self.tasks}"
                 )
-            items = [losses[k] for k in self.tasks]
-        elif isinstance(losses, torch.Tensor):
-            items = list(losses.reshape(-1))
+            stacked = losses
         else:
-            items = list(losses)
-        if len(items) != self.num_tasks:
-            raise TaskMismatchError(f"{self.name}: got {len(items)} losses for {self.num_tasks} tasks {self.tasks}")
-        for name, loss in zip(self.tasks, items):
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise TaskMismatchError(f"{self.name}: loss of task {name!r} must be a scalar tensor")
-        stacked = torch.stack([loss.reshape(()) for loss in items])
+            if isinstance(losses, Mapping):
+                unknown = [k for k in losses if k not in self.tasks]
+                missing = [k for k in self.tasks if k not in losses]
+                if unknown or missing:
+                    raise TaskMismatchError(
+                        f"{self.name}: losses for unknown task(s) {unknown} / missing task(s) {missing}; "
+                        f"balancer tasks: {self.tasks}"
+                    )
+                items = [losses[k] for k in self.tasks]
+            else:
+                items = list(losses.reshape(-1)) if isinstance(losses, torch.Tensor) else list(losses)
+            if len(items) != self.num_tasks:
+                raise TaskMismatchError(f"{self.name}: got {len(items)} losses for {self.num_tasks} tasks {self.tasks}")
+            for name, loss in zip(self.tasks, items):
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    raise TaskMismatchError(f"{self.name}: loss of task {name!r} must be a scalar tensor")
+            stacked = torch.stack([loss.reshape(()) for loss in items])
         if check_finite:
-            finite = torch.isfinite(stacked.detach())
-            if not bool(finite.all()):
-                raise NonFiniteLossError([t for t, ok in zip(self.tasks, finite.tolist()) if not ok])
+            self.check_finite(stacked)
         return stacked
+
+    def check_finite(self, losses: torch.Tensor, total: torch.Tensor | None = None) -> None:
+        """Raise :class:`NonFiniteLossError` naming the tasks whose loss is NaN/inf.
+
+        With ``total`` (a weighted sum of ``losses`` with finite weights) only the total is tested: a NaN or
+        infinite loss always makes it non-finite (w·NaN = NaN; w·inf = ±inf or NaN), so one scalar check
+        per step suffices and the per-task test runs only on failure.
+        """
+        probe = losses if total is None else total
+        if not bool(torch.isfinite(probe.detach()).all()):
+            bad = [t for t, ok in zip(self.tasks, torch.isfinite(losses.detach()).tolist()) if not ok]
+            raise NonFiniteLossError(bad or ["(weights)"])
 
     def _record(self, weights: torch.Tensor) -> torch.Tensor:
         self.last_weights = weights.detach()
@@ -136,7 +154,7 @@ class LossWeighting(Balancer):
     def objective(self, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scalar to backpropagate, (K,) effective weights on the task losses)."""
         w = self.weights(losses.detach()).to(losses.dtype)
-        return (w * losses).sum(), w
+        return torch.dot(w, losses), w
 
     def backward(
         self,
@@ -146,7 +164,8 @@ class LossWeighting(Balancer):
         representation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One backward of the weighted objective; ``shared_params``/``task_params`` are not needed."""
-        stacked = self.stack_losses(losses)
+        stacked = self.stack_losses(losses, check_finite=False)
         total, w = self.objective(stacked)
+        self.check_finite(stacked, total)
         total.backward()
         return self._record(w)

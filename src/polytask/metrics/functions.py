@@ -27,11 +27,20 @@ def accuracy(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def macro_f1(pred: np.ndarray, target: np.ndarray) -> float:
-    """Unweighted mean over classes of the per-class F1 score (classes absent from both count as 0)."""
-    labels = np.arange(pred.shape[1]) if pred.ndim == 2 and pred.shape[1] > 1 else np.array([0, 1])
-    return float(
-        skm.f1_score(target.astype(np.int64), _labels(pred, target), labels=labels, average="macro", zero_division=0)
-    )
+    """Unweighted mean over classes of the per-class F1 = 2TP / (2TP + FP + FN) (0 for a class absent from
+    both targets and predictions). Classes: the C columns of ``pred``, or {0, 1} for a binary probability.
+
+    Computed from one confusion matrix (np.bincount): the same numbers as
+    ``sklearn.metrics.f1_score(average="macro", labels=range(C), zero_division=0)`` at a fraction of its
+    input-validation cost, which dominated per-epoch validation time.
+    """
+    n_classes = pred.shape[1] if pred.ndim == 2 and pred.shape[1] > 1 else 2
+    y, p = target.astype(np.int64), _labels(pred, target)
+    cm = np.bincount(y * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)  # (TP + FP) + (TP + FN)
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return float(f1.mean())
 
 
 def auc(pred: np.ndarray, target: np.ndarray) -> float:

@@ -240,8 +240,8 @@ class Trainer:
         elif hasattr(getattr(self.train_batches, "sampler", None), "set_epoch"):
             self.train_batches.sampler.set_epoch(epoch)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
-        loss_sum = torch.zeros(len(names), device=self.device, dtype=torch.float64)
-        weight_sum = torch.zeros(len(names), device=self.device, dtype=torch.float64)
+        loss_sum = torch.zeros(len(names), device=self.device)
+        weight_sum = torch.zeros(len(names), device=self.device)
         kpi_sum, kpi_n = [0.0] * len(names), [0] * len(names)
         steps = skipped = 0
         model.train()
@@ -258,10 +258,11 @@ class Trainer:
             with autocast:
                 outputs = model(x)
             losses = compute_losses(self.tasks, outputs, targets)
+            stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
             opt.zero_grad(set_to_none=True)
             try:
                 weights = balancer.backward(
-                    losses,
+                    stacked,
                     shared_params=self.shared_params,
                     task_params=self.task_params,
                     representation=model.representation if balancer.needs_representation else None,
@@ -275,8 +276,8 @@ class Trainer:
             if balancer.needs_post_step_losses:
                 with torch.no_grad(), autocast:
                     balancer.post_step(compute_losses(self.tasks, model(x), targets))
-            loss_sum += torch.stack([losses[n].detach() for n in names]).double()
-            weight_sum += weights.double()
+            loss_sum.add_(stacked.detach())
+            weight_sum.add_(weights)
             if balancer.needs_kpis:
                 for k, t in enumerate(self.tasks):
                     v = t.kpi_value(outputs[t.name], targets[t.name], targets.get(t.name + "_mask"))
