@@ -169,3 +169,15 @@ def test_acceptance_command_runs_as_a_console_script(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "| uw" in proc.stdout
     assert all((tmp_path / "o" / f).exists() for f in ("results.json", "leaderboard.md", "report.html"))
+
+
+def test_example_configs_are_valid():
+    from pathlib import Path
+
+    from polytask.compare import Comparison
+    from polytask.config import CompareConfig, RunConfig, from_mapping, load_yaml
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "configs"
+    Comparison(from_mapping(CompareConfig, load_yaml(root / "compare_multidigits.yaml")), progress=False)
+    config = from_mapping(RunConfig, load_yaml(root / "train_dwa.yaml"))
+    pt.balancing.create(config.method, tasks=3, **config.method_options)

@@ -188,3 +188,11 @@ def test_plain_pytorch_loop_without_trainer(tiny_data):
             first = first if first is not None else {k: v.item() for k, v in losses.items()}
     assert losses["sum"].item() < first["sum"]
     assert not torch.allclose(balancer.logits, torch.zeros(3))
+
+
+def test_same_seed_same_numbers(tiny_data):
+    a = make_trainer(tiny_data, "rlw", epochs=2, seed=5).fit()
+    b = make_trainer(tiny_data, "rlw", epochs=2, seed=5).fit()
+    c = make_trainer(tiny_data, "rlw", epochs=2, seed=6).fit()
+    assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"] and a.test_scores == b.test_scores
+    assert a.history[-1]["train_loss"] != c.history[-1]["train_loss"]

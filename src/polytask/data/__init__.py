@@ -13,6 +13,7 @@ def create(name: str, **options) -> MultiTaskData:
 
 
 def available() -> list[str]:
+    """Names of every registered dataset."""
     return DATASETS.available()
 
 

@@ -45,6 +45,7 @@ def get(name: str) -> Metric:
 
 
 def available() -> list[str]:
+    """Names of every registered metric."""
     return METRICS.available()
 
 

@@ -18,6 +18,7 @@ def create(name: str, tasks: Sequence[Task], input_shape: Sequence[int], **optio
 
 
 def available() -> list[str]:
+    """Names of every registered architecture."""
     return MODELS.available()
 
 
