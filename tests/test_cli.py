@@ -181,3 +181,13 @@ def test_example_configs_are_valid():
     Comparison(from_mapping(CompareConfig, load_yaml(root / "compare_multidigits.yaml")), progress=False)
     config = from_mapping(RunConfig, load_yaml(root / "train_dwa.yaml"))
     pt.balancing.create(config.method, tasks=3, **config.method_options)
+
+
+def test_reused_runs_with_nan_metrics_load_as_nan(tmp_path):
+    from polytask.compare import _scores_from_json
+
+    loaded = _scores_from_json({"test_scores": {"a": {"auc": None, "acc": 0.5}}, "val_scores": None})
+    assert (
+        loaded["test_scores"]["a"]["acc"] == 0.5
+        and loaded["test_scores"]["a"]["auc"] != loaded["test_scores"]["a"]["auc"]
+    )

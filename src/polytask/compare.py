@@ -55,6 +55,16 @@ def resolve_archs(names: list[str]) -> list[str]:
     return _resolve(models.MODELS, names)
 
 
+def _scores_from_json(result: dict[str, Any]) -> dict[str, Any]:
+    """JSON stores NaN metrics (e.g. AUC with one class present) as null; map them back to NaN."""
+    for key in ("test_scores", "val_scores"):
+        if result.get(key):
+            result[key] = {
+                t: {m: (float("nan") if v is None else v) for m, v in ms.items()} for t, ms in result[key].items()
+            }
+    return result
+
+
 def _mean_scores(results: list[dict]) -> dict[str, dict[str, float]]:
     tasks = results[0]
     return {t: {m: statistics.fmean(r[t][m] for r in results) for m in tasks[t]} for t in tasks}
@@ -105,7 +115,7 @@ class Comparison:
                 except json.JSONDecodeError:
                     continue
                 if saved.get("extra", {}).get("key_hash") == digest:
-                    return saved
+                    return _scores_from_json(saved)
         resume = (
             (run_dir / "checkpoint.pt").exists()
             and (run_dir / "key.json").exists()
@@ -122,7 +132,7 @@ class Comparison:
         write_json(run_dir / "result.json", saved)
         if use_cache:
             write_json(cache_file, saved)
-        return json.loads((run_dir / "result.json").read_text())
+        return _scores_from_json(saved)
 
     # ------------------------------------------------------------------------------------ the job
     def run(self) -> dict[str, Any]:

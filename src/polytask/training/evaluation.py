@@ -6,7 +6,6 @@ from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -65,8 +64,3 @@ def evaluate(
         scores[t.name] = t.evaluate(p, y, v)
     losses = {k: (loss_sum[k] / count[k] if count[k] else float("nan")) for k in loss_sum}
     return EvalResult(scores, losses)
-
-
-def mean_or_nan(values: list[float]) -> float:
-    vals = [v for v in values if v == v]
-    return float(np.mean(vals)) if vals else float("nan")
