@@ -18,6 +18,7 @@ through explicit calls: :meth:`Balancer.epoch_end` (epoch-average losses and KPI
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -103,8 +104,10 @@ class Balancer(nn.Module):
         infinite loss always makes it non-finite (w·NaN = NaN; w·inf = ±inf or NaN), so one scalar check
         per step suffices and the per-task test runs only on failure.
         """
-        probe = losses if total is None else total
-        if not bool(torch.isfinite(probe.detach()).all()):
+        finite = (
+            math.isfinite(total.detach().item()) if total is not None else bool(torch.isfinite(losses.detach()).all())
+        )
+        if not finite:
             bad = [t for t, ok in zip(self.tasks, torch.isfinite(losses.detach()).tolist()) if not ok]
             raise NonFiniteLossError(bad or ["(weights)"])
 
