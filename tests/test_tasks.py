@@ -79,3 +79,22 @@ def test_task_validation_errors():
         pt.Task("a", "regression", metrics=("r2",))
     with pytest.raises(pt.PolytaskError, match="kpi 'mae' must be higher-is-better"):
         pt.Task("a", "regression", kpi="mae")
+
+
+def test_complete_tasks_are_detected_once_and_give_the_same_losses():
+    tasks = [pt.Task("a", "multiclass", 3), pt.Task("b", "regression"), pt.Task("c", "regression")]
+    targets = {
+        "a": torch.tensor([0, 1, 2, 1]),
+        "b": torch.tensor([1.0, float("nan"), 0.0, 2.0]),
+        "c": torch.tensor([1.0, 2.0, 3.0, 4.0]),
+        "c_mask": torch.tensor([True, True, False, True]),
+    }
+    # b has a NaN, c has a mask: only a may skip the per-batch check
+    assert pt.tasks.complete_tasks(tasks, targets) == {"a"}
+    targets["a"][1] = -100
+    assert pt.tasks.complete_tasks(tasks, targets) == frozenset()
+    outputs = {"a": torch.randn(4, 3), "b": torch.randn(4, 1), "c": torch.randn(4, 1)}
+    targets["a"][1] = 1
+    fast = pt.compute_losses(tasks, outputs, targets, complete={"a"})
+    slow = pt.compute_losses(tasks, outputs, targets)
+    assert all(torch.equal(fast[n], slow[n]) for n in slow)

@@ -6,7 +6,7 @@ Missing targets: a sample adds nothing to a task's loss or metrics when its targ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -130,9 +130,16 @@ class Task:
         return valid
 
     # ----------------------------------------------------------------- loss and outputs
-    def compute_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean loss over the samples whose target is present (0, still in the graph, when none is)."""
+    def compute_loss(
+        self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, complete: bool = False
+    ) -> torch.Tensor:
+        """Mean loss over the samples whose target is present (0, still in the graph, when none is).
+
+        ``complete=True`` promises that no target is missing (checked once over the whole split, see
+        :func:`complete_tasks`) and skips the per-batch check."""
         pred = self._check_shapes(pred, target)
+        if complete and mask is None:
+            return self._loss_fn(pred, target)
         if mask is None:  # fast path: one reduction tells whether anything is missing
             missing = torch.isnan(target).any() if target.is_floating_point() else (target == self.ignore_index).any()
             if not bool(missing):
@@ -185,8 +192,31 @@ def check_outputs(
 
 
 def compute_losses(
-    tasks: Sequence[Task], outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    tasks: Sequence[Task],
+    outputs: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+    complete: Collection[str] = (),
 ) -> dict[str, torch.Tensor]:
-    """{task: loss} for one batch; masks are read from ``targets[task + '_mask']`` when present."""
+    """{task: loss} for one batch; masks are read from ``targets[task + '_mask']`` when present.
+
+    ``complete``: tasks known to have no missing target in any batch (:func:`complete_tasks` of the split);
+    their per-batch missing-value check is skipped."""
     check_outputs(tasks, outputs, targets)
-    return {t.name: t.compute_loss(outputs[t.name], targets[t.name], targets.get(t.name + "_mask")) for t in tasks}
+    return {
+        t.name: t.compute_loss(outputs[t.name], targets[t.name], targets.get(t.name + "_mask"), t.name in complete)
+        for t in tasks
+    }
+
+
+def complete_tasks(tasks: Sequence[Task], targets: Mapping[str, torch.Tensor]) -> frozenset[str]:
+    """The tasks whose targets (a whole split's) have no missing value and no mask: one check up front
+    instead of one per batch."""
+    done = set()
+    for t in tasks:
+        target = targets.get(t.name)
+        if target is None or (t.name + "_mask") in targets:
+            continue
+        missing = torch.isnan(target).any() if target.is_floating_point() else (target == t.ignore_index).any()
+        if not bool(missing):
+            done.add(t.name)
+    return frozenset(done)

@@ -21,7 +21,7 @@ from polytask.data.base import BatchLoader, Split
 from polytask.errors import NonFiniteLossError, PolytaskError
 from polytask.metrics.delta import relative_gains
 from polytask.models.base import MultiTaskModel, count_parameters
-from polytask.tasks import Task, compute_losses
+from polytask.tasks import Task, complete_tasks, compute_losses
 from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from polytask.training.evaluation import EvalResult, evaluate, move_batch
 from polytask.training.logs import EpochLogger
@@ -142,6 +142,8 @@ class Trainer:
         self.shared_params = list(model.shared_parameters())
         self.task_params = model.task_parameter_groups()
         self.directions = {t.name: t.directions for t in self.primary}
+        # tasks with no missing target anywhere in the training split skip the per-batch check
+        self.complete = complete_tasks(self.tasks, train.targets) if isinstance(train, Split) else frozenset()
 
     def _batches(self, data, batch_size: int, shuffle: bool):
         if isinstance(data, Split):
@@ -257,7 +259,7 @@ class Trainer:
             x, targets = move_batch(x, targets, self.device)
             with autocast:
                 outputs = model(x)
-            losses = compute_losses(self.tasks, outputs, targets)
+            losses = compute_losses(self.tasks, outputs, targets, self.complete)
             stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
             opt.zero_grad(set_to_none=True)
             try:
@@ -275,7 +277,7 @@ class Trainer:
             opt.step()
             if balancer.needs_post_step_losses:
                 with torch.no_grad(), autocast:
-                    balancer.post_step(compute_losses(self.tasks, model(x), targets))
+                    balancer.post_step(compute_losses(self.tasks, model(x), targets, self.complete))
             loss_sum.add_(stacked.detach())
             weight_sum.add_(weights)
             if balancer.needs_kpis:
