@@ -39,3 +39,7 @@ class CheckpointError(PolytaskError):
 
 class ConfigError(PolytaskError):
     """A configuration file or value that is invalid."""
+
+
+class SolverError(PolytaskError, ArithmeticError):
+    """A balancing method's optimisation sub-problem has no solution or its solver failed."""

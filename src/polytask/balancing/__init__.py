@@ -1,14 +1,17 @@
 """Balancing methods: ``create(name, tasks=..., **kwargs)``, ``available()``.
 
-Loss weightings: ew, uw, gls, dwa, dtp, lbtw, rlw, famo. See :class:`Balancer` for the one-call interface.
+Loss weightings: ew, uw, gls, dwa, dtp, lbtw, rlw, famo, imtl_l. Gradient methods: gradnorm, mgda, mgda_ub,
+pcgrad, cagrad, nash_mtl, imtl_g, imtl, graddrop, gradvac, aligned_mtl, upgrad. See :class:`Balancer` for
+the one-call interface.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from polytask.balancing import weightings
+from polytask.balancing import gradient, gramian_weightings, jacobian, weightings
 from polytask.balancing.base import Balancer, LossWeighting
+from polytask.balancing.gradient import GradientBalancer
 from polytask.balancing.registry import BALANCERS
 
 
@@ -22,4 +25,15 @@ def available() -> list[str]:
     return BALANCERS.available()
 
 
-__all__ = ["BALANCERS", "Balancer", "LossWeighting", "available", "create", "weightings"]
+__all__ = [
+    "BALANCERS",
+    "Balancer",
+    "GradientBalancer",
+    "LossWeighting",
+    "available",
+    "create",
+    "gradient",
+    "gramian_weightings",
+    "jacobian",
+    "weightings",
+]

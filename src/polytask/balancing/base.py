@@ -25,7 +25,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from polytask.balancing.jacobian import all_reduce_mean, world_size
 from polytask.errors import NonFiniteLossError, PolytaskError, TaskMismatchError
+
+
+def global_losses(losses: torch.Tensor) -> torch.Tensor:
+    """The detached (K,) losses averaged over processes under ``torch.distributed`` (the global batch's
+    losses when ranks hold equal batches); the losses themselves in a single process."""
+    out = losses.detach()
+    if world_size() > 1:
+        out = out.clone()
+        all_reduce_mean([out])
+    return out
+
 
 Losses = Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | torch.Tensor
 Params = Iterable[torch.Tensor]
@@ -156,7 +168,7 @@ class LossWeighting(Balancer):
 
     def objective(self, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scalar to backpropagate, (K,) effective weights on the task losses)."""
-        w = self.weights(losses.detach()).to(losses.dtype)
+        w = self.weights(global_losses(losses)).to(losses.dtype)
         return torch.dot(w, losses), w
 
     def backward(
@@ -171,4 +183,6 @@ class LossWeighting(Balancer):
         total, w = self.objective(stacked)
         self.check_finite(stacked, total)
         total.backward()
+        if world_size() > 1:  # learnable weights (UW, IMTL-L): average their gradients like DDP does the model's
+            all_reduce_mean([p.grad for p in self.parameters() if p.grad is not None])
         return self._record(w)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polytask.balancing.base import LossWeighting
+from polytask.balancing.base import LossWeighting, global_losses
 from polytask.balancing.registry import register
 from polytask.errors import PolytaskError
 
@@ -102,6 +102,24 @@ class UncertaintyWeighting(LossWeighting):
         s = self.log_vars.to(losses.dtype)
         w = self.scale.to(losses.dtype) * torch.exp(-s)
         return (w * losses + 0.5 * s).sum(), w
+
+
+@register("imtl_l")
+class IMTLL(LossWeighting):
+    """IMTL-L (Liu et al. 2021): learnable scales s_k, objective Σ_k e^{s_k} L_k − s_k (its optimum makes
+    every scaled loss e^{s_k} L_k equal to 1); effective weight e^{s_k}. Add ``balancer.parameters()`` to
+    the optimizer."""
+
+    name = "imtl_l"
+
+    def __init__(self, tasks: Sequence[str] | int):
+        super().__init__(tasks)
+        self.log_scales = nn.Parameter(torch.zeros(self.num_tasks))
+
+    def objective(self, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.log_scales.to(losses.dtype)
+        w = torch.exp(s)
+        return (w * losses - s).sum(), w
 
 
 @register("gls")
@@ -271,7 +289,7 @@ class FAMO(LossWeighting):
     def post_step(self, losses) -> None:
         if self._prev_losses is None:
             raise PolytaskError("famo: post_step() called before backward()")
-        new = self.stack_losses(losses).detach().to(self._prev_losses)
+        new = global_losses(self.stack_losses(losses)).to(self._prev_losses)
         b = self.min_losses.to(new)
         delta = torch.log((self._prev_losses - b).clamp_min(_EPS)) - torch.log((new - b).clamp_min(_EPS))
         self.logits.copy_(famo_logit_step(self.logits, delta.to(self.logits), self.lr, self.gamma))

@@ -1,0 +1,586 @@
+"""Gradient balancing methods: per-task gradients in, one update direction out.
+
+Every method here is a :class:`GradientBalancer`: its :meth:`~GradientBalancer.backward` computes the
+per-task gradients of the shared parameters (or, with ``rep_grad=True``, of the shared representation
+z) in one batched backward (:mod:`polytask.balancing.jacobian`), aggregates them into d = Jᵀw, and
+writes ``.grad``:
+
+- shared parameters receive d (in rep-grad mode: one backward of z with the aggregated ∂/∂z, so the
+  encoder is trained too);
+- task-specific parameters receive Σ_k w_k ∂L_k/∂θ (their own task's gradient, times w_k where the
+  method defines weights and ``scale_heads`` is on; times 1 otherwise). When ``task_params`` is not
+  given they are found from the autograd graph, so no parameter is silently left without a gradient;
+- under ``torch.distributed`` the per-task gradients (and losses) are averaged over processes before the
+  aggregation, so each rank takes the step the whole global batch would give.
+
+The weightings themselves are pure functions in :mod:`polytask.balancing.gramian_weightings`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from polytask.balancing import gramian_weightings as gw
+from polytask.balancing import jacobian as jac
+from polytask.balancing.base import Balancer, Losses, Params
+from polytask.balancing.registry import register
+from polytask.errors import PolytaskError, SolverError
+
+
+class GradientBalancer(Balancer):
+    """Base of the gradient methods.
+
+    Subclasses implement :meth:`gram_weights` (G and losses -> weights w, d = Jᵀw) or, for methods that
+    are not functions of G, :meth:`aggregate`. Options shared by all: ``rep_grad`` (per-task gradients
+    w.r.t. the representation z instead of the shared parameters: MGDA-UB style, cheaper, approximate),
+    ``engine`` (``auto``/``batched``/``loop``, see :func:`~polytask.balancing.jacobian.task_gradients`)
+    and ``scale_heads`` (task-specific parameters get w_k times their task's gradient; ``False``: 1 times).
+    """
+
+    needs_shared_params = True
+    supports_rep_grad = True
+    defines_weights = True  # False: heads always get their plain task gradient (PCGrad, GradVac, ...)
+
+    def __init__(
+        self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto", scale_heads: bool = True
+    ):
+        super().__init__(tasks)
+        if rep_grad and not self.supports_rep_grad:
+            raise PolytaskError(f"{self.name}: rep_grad=True is not supported")
+        if engine not in jac.ENGINES:
+            raise PolytaskError(f"{self.name}: engine must be one of {jac.ENGINES}, got {engine!r}")
+        self.rep_grad = bool(rep_grad)
+        self.needs_representation = self.rep_grad
+        self.engine = engine
+        self.engine_used: str | None = None
+        self.scale_heads = bool(scale_heads)
+        self._checked_coverage = False
+
+    # ------------------------------------------------------------------ what subclasses provide
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        """(K,) weights from the K x K Gram matrix (float64) and the (global) losses."""
+        raise NotImplementedError
+
+    def aggregate(
+        self, grads: list[torch.Tensor], losses: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Per-block update Jᵀw, the weights w on the shared gradients, and the weights for the heads."""
+        G = jac.gramian(grads).cpu().numpy()
+        w_np = self.gram_weights(G, losses.detach().double().cpu().numpy())
+        if not np.all(np.isfinite(w_np)):
+            raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")
+        w = torch.as_tensor(w_np, dtype=grads[0].dtype, device=grads[0].device)
+        heads = w if (self.scale_heads and self.defines_weights) else torch.ones_like(w)
+        return jac.combine(grads, w), w, heads
+
+    # ------------------------------------------------------------------ the step
+    def backward(
+        self,
+        losses: Losses,
+        shared_params: Params | None = None,
+        task_params: Mapping[str, Params] | None = None,
+        representation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-task gradients -> aggregated ``.grad`` on every parameter; returns the (K,) weights w with
+        d = Σ_k w_k g_k (for methods without task weights, the effective coefficients)."""
+        stacked = self.stack_losses(losses)
+        shared = None if shared_params is None else [p for p in shared_params if p.requires_grad]
+        if self.rep_grad:
+            if representation is None:
+                raise PolytaskError(
+                    f"{self.name}: rep_grad=True needs representation= (e.g. model.representation, the shared "
+                    "encoder output of this forward pass, still in the graph)"
+                )
+            if not representation.requires_grad:
+                raise PolytaskError(f"{self.name}: the representation does not require grad (was it detached?)")
+            targets = [representation]
+        else:
+            if not shared:
+                raise PolytaskError(
+                    f"{self.name}: gradient methods need shared_params= (e.g. model.shared_parameters())"
+                )
+            targets = shared
+        heads = self._heads(stacked, shared, task_params, representation)
+        grads, self.engine_used = jac.task_gradients(stacked, targets + heads, self.engine, retain_graph=self.rep_grad)
+        global_losses = stacked.detach().clone()
+        jac.all_reduce_mean([*grads, global_losses])
+        shared_grads, head_grads = grads[: len(targets)], grads[len(targets) :]
+        update, w, head_w = self.aggregate(shared_grads, global_losses)
+        if self.rep_grad:
+            torch.autograd.backward(representation, update[0].to(representation.dtype), inputs=shared or None)
+        else:
+            jac.accumulate(targets, update)
+        if heads:
+            jac.accumulate(heads, jac.combine(head_grads, head_w))
+        return self._record(w)
+
+    def _heads(
+        self,
+        stacked: torch.Tensor,
+        shared: list[torch.Tensor] | None,
+        task_params: Mapping[str, Params] | None,
+        representation: torch.Tensor | None,
+    ) -> list[torch.Tensor]:
+        shared_ids = {id(p) for p in shared or ()}
+        if task_params is None:
+            leaves = jac.graph_leaves(stacked, stop_at=representation if self.rep_grad else None)
+            return [p for p in leaves if id(p) not in shared_ids]
+        unknown = [t for t in task_params if t not in self.tasks]
+        if unknown:
+            raise PolytaskError(f"{self.name}: task_params for unknown task(s) {unknown}; tasks: {self.tasks}")
+        heads, seen = [], set()
+        for params in task_params.values():
+            for p in params:
+                if p.requires_grad and id(p) not in seen:
+                    if id(p) in shared_ids:
+                        raise PolytaskError(f"{self.name}: a parameter is in both shared_params and task_params")
+                    seen.add(id(p))
+                    heads.append(p)
+        if not self._checked_coverage:  # once: every parameter the losses reach must get a gradient
+            self._checked_coverage = True
+            stop = representation if self.rep_grad else None
+            missed = [
+                p for p in jac.graph_leaves(stacked, stop_at=stop) if id(p) not in seen and id(p) not in shared_ids
+            ]
+            if missed:
+                shapes = [tuple(p.shape) for p in missed[:5]]
+                raise PolytaskError(
+                    f"{self.name}: {len(missed)} parameter(s) the losses depend on are in neither shared_params nor "
+                    f"task_params (shapes {shapes}...); they would get no gradient. Pass them, or omit task_params "
+                    "to let polytask find the task-specific parameters in the graph"
+                )
+        return heads
+
+    def get_extra_state(self) -> Any:
+        return {}
+
+    def extra_repr(self) -> str:
+        return f"tasks={self.tasks}, rep_grad={self.rep_grad}, engine={self.engine!r}"
+
+
+# =================================================================== Gramian methods
+@register("mgda")
+class MGDA(GradientBalancer):
+    """MGDA (Sener & Koltun 2018): d = min-norm element of the convex hull of the task gradients.
+
+    ``normalization``: none (default, the paper's definition) / l2 / loss / loss+ (the reference code's
+    gradient normalisers; weights found on g_k/n_k are applied to the raw losses, as there). ``solver``:
+    ``active_set`` (default: the exact min-norm point) or ``frank_wolfe`` (the paper's Algorithm 2 with the
+    reference stopping rule Σ|Δw| < 1e-5, which on badly scaled gradients can stop at a point that
+    still conflicts with a task). K = 2 is solved in closed form either way.
+    ``rep_grad=True`` is MGDA-UB (also registered as ``mgda_ub``)."""
+
+    name = "mgda"
+
+    def __init__(
+        self,
+        tasks: Sequence[str] | int,
+        normalization: str = "none",
+        solver: str = "active_set",
+        rep_grad: bool = False,
+        engine: str = "auto",
+        scale_heads: bool = True,
+    ):
+        super().__init__(tasks, rep_grad, engine, scale_heads)
+        if normalization not in gw.MGDA_NORMALIZATIONS:
+            raise PolytaskError(f"mgda: normalization must be one of {gw.MGDA_NORMALIZATIONS}, got {normalization!r}")
+        if solver not in ("frank_wolfe", "active_set"):
+            raise PolytaskError(f"mgda: solver must be 'frank_wolfe' or 'active_set', got {solver!r}")
+        self.normalization, self.solver = normalization, solver
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return gw.mgda_weights(G, gw.mgda_normalizers(G, losses, self.normalization), self.solver)
+
+
+@register("mgda_ub")
+class MGDAUB(MGDA):
+    """MGDA-UB (Sener & Koltun 2018): MGDA on the gradients w.r.t. the shared representation z (an upper
+    bound of the shared-parameter problem); the encoder is trained through one backward of z."""
+
+    name = "mgda_ub"
+
+    def __init__(
+        self,
+        tasks: Sequence[str] | int,
+        normalization: str = "none",
+        solver: str = "active_set",
+        rep_grad: bool = True,
+        engine: str = "auto",
+        scale_heads: bool = True,
+    ):
+        super().__init__(tasks, normalization, solver, rep_grad, engine, scale_heads)
+
+
+@register("cagrad")
+class CAGrad(GradientBalancer):
+    """CAGrad (Liu et al. 2021): maximise the worst task improvement within a ball of radius c‖g_0‖
+    around the mean gradient g_0; c = 0.4, ``rescale`` = 1 (divide by 1 + c²). Task-specific parameters
+    get their plain task gradient (the method defines a direction, not task weights)."""
+
+    name = "cagrad"
+    defines_weights = False
+
+    def __init__(
+        self,
+        tasks: Sequence[str] | int,
+        c: float = 0.4,
+        rescale: int = 1,
+        rep_grad: bool = False,
+        engine: str = "auto",
+    ):
+        super().__init__(tasks, rep_grad, engine)
+        if c < 0:
+            raise PolytaskError(f"cagrad: c must be >= 0, got {c}")
+        if rescale not in (0, 1, 2):
+            raise PolytaskError(f"cagrad: rescale must be 0, 1 or 2, got {rescale}")
+        self.c, self.rescale = float(c), int(rescale)
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return gw.cagrad_weights(G, self.c, self.rescale)
+
+
+@register("nash_mtl")
+class NashMTL(GradientBalancer):
+    """Nash-MTL (Navon et al. 2022): weights w > 0 with G w = 1/w (Nash bargaining), d = Jᵀw, ‖d‖
+    clipped to ``max_norm`` (1.0 as in the reference; 0 disables). ``update_every`` n: recompute w every
+    n steps and reuse it in between (one ordinary backward). When the bargaining problem has no solution
+    ``on_failure='raise'`` raises :class:`SolverError`; ``'keep'`` reuses the previous weights and warns
+    (``failures`` counts it) — never a silent fallback. G is not normalised (the reference code divides G
+    by its norm, which rescales w); the solution is exact for G."""
+
+    name = "nash_mtl"
+
+    def __init__(
+        self,
+        tasks: Sequence[str] | int,
+        update_every: int = 1,
+        max_norm: float = 1.0,
+        on_failure: str = "raise",
+        rep_grad: bool = False,
+        engine: str = "auto",
+        scale_heads: bool = True,
+    ):
+        super().__init__(tasks, rep_grad, engine, scale_heads)
+        if update_every < 1:
+            raise PolytaskError(f"nash_mtl: update_every must be >= 1, got {update_every}")
+        if on_failure not in ("raise", "keep"):
+            raise PolytaskError(f"nash_mtl: on_failure must be 'raise' or 'keep', got {on_failure!r}")
+        self.update_every, self.max_norm, self.on_failure = int(update_every), float(max_norm), on_failure
+        self.steps = 0
+        self.failures = 0
+        self._weights: np.ndarray | None = None
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        if self._weights is not None and self.steps % self.update_every != 0:
+            w = self._weights
+        else:
+            try:
+                w = gw.nash_mtl_weights(G)
+            except SolverError:
+                if self.on_failure == "raise" or self._weights is None:
+                    raise
+                self.failures += 1
+                warnings.warn(
+                    f"nash_mtl: bargaining problem unsolvable at step {self.steps}; reusing the previous weights "
+                    f"({self.failures} time(s) so far)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                w = self._weights
+        self._weights = w
+        self.steps += 1
+        return w
+
+    def aggregate(self, grads, losses):
+        update, w, heads = super().aggregate(grads, losses)
+        if self.max_norm > 0:
+            norm = torch.sqrt(sum((u.double() ** 2).sum() for u in update))
+            if norm > self.max_norm:
+                update = [u * (self.max_norm / norm).to(u.dtype) for u in update]
+        return update, w, heads
+
+    def get_extra_state(self) -> Any:
+        return {"steps": self.steps, "failures": self.failures, "weights": self._weights}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.steps, self.failures, self._weights = state["steps"], state["failures"], state["weights"]
+
+
+@register("imtl_g")
+class IMTLG(GradientBalancer):
+    """IMTL-G (Liu et al. 2021): Σ w_k = 1 and the update has equal projections on all unit task
+    gradients (closed form). As in the paper's Algorithm 1, task-specific parameters get their own
+    task's gradient unweighted."""
+
+    name = "imtl_g"
+    defines_weights = False  # the paper updates θ_k with ∇L_k itself (IMTL-G weights may be negative)
+
+    def __init__(self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto"):
+        super().__init__(tasks, rep_grad, engine)
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return gw.imtl_g_weights(G)
+
+
+@register("imtl")
+class IMTL(GradientBalancer):
+    """IMTL (Liu et al. 2021), hybrid: losses scaled by e^{s_k} (IMTL-L, learnable s, objective
+    e^{s_k} L_k − s_k) and IMTL-G applied to the scaled gradients; task-specific parameters get
+    ∇(e^{s_k} L_k). Returns the effective weights on the raw task gradients. Add
+    ``balancer.parameters()`` to the optimizer."""
+
+    name = "imtl"
+    defines_weights = False  # heads: ∇(e^{s_k} L_k), the paper's Algorithm 1
+
+    def __init__(self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto"):
+        super().__init__(tasks, rep_grad, engine)
+        self.log_scales = nn.Parameter(torch.zeros(self.num_tasks))
+
+    def aggregate(self, grads, losses):
+        scale = torch.exp(self.log_scales.detach()).to(grads[0].dtype)
+        scaled = [g * scale.view(-1, *([1] * (g.dim() - 1))) for g in grads]
+        update, w, heads = super().aggregate(scaled, losses)
+        # ∂/∂s_k (e^{s_k} L_k − s_k) = e^{s_k} L_k − 1
+        s_grad = torch.exp(self.log_scales.detach()) * losses.to(self.log_scales) - 1
+        self.log_scales.grad = s_grad if self.log_scales.grad is None else self.log_scales.grad + s_grad
+        return update, w * scale, heads * scale
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return gw.imtl_g_weights(G)
+
+
+@register("aligned_mtl")
+class AlignedMTL(GradientBalancer):
+    """Aligned-MTL (Senushkin et al. 2023): align the principal components of J (equal singular values
+    of the aligned Jacobian), w = B u. ``scale``: min (paper) / median / rmse; ``pref``: preference u."""
+
+    name = "aligned_mtl"
+
+    def __init__(
+        self,
+        tasks: Sequence[str] | int,
+        scale: str = "min",
+        pref: Sequence[float] | None = None,
+        rep_grad: bool = False,
+        engine: str = "auto",
+        scale_heads: bool = True,
+    ):
+        super().__init__(tasks, rep_grad, engine, scale_heads)
+        if scale not in gw.ALIGNED_SCALES:
+            raise PolytaskError(f"aligned_mtl: scale must be one of {gw.ALIGNED_SCALES}, got {scale!r}")
+        self.scale = scale
+        self.pref = _preference(pref, self.num_tasks, self.name)
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return gw.aligned_mtl_weights(G, self.pref, self.scale)
+
+
+@register("upgrad")
+class UPGrad(GradientBalancer):
+    """UPGrad (Quinton & Rey 2024): average of the projections of each task gradient onto the dual cone
+    of all of them (never conflicts with any task: J d ≥ 0). ``reg_eps``/``norm_eps`` > 0 give TorchJD's
+    regularised variant (its defaults are 1e-4 each); 0 (default) is the exact definition."""
+
+    name = "upgrad"
+
+    def __init__(
+        self,
+        tasks: Sequence[str] | int,
+        pref: Sequence[float] | None = None,
+        norm_eps: float = 0.0,
+        reg_eps: float = 0.0,
+        rep_grad: bool = False,
+        engine: str = "auto",
+        scale_heads: bool = True,
+    ):
+        super().__init__(tasks, rep_grad, engine, scale_heads)
+        if norm_eps < 0 or reg_eps < 0:
+            raise PolytaskError("upgrad: norm_eps and reg_eps must be >= 0")
+        self.pref = _preference(pref, self.num_tasks, self.name)
+        self.norm_eps, self.reg_eps = float(norm_eps), float(reg_eps)
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return gw.upgrad_weights(G, self.pref, self.norm_eps, self.reg_eps)
+
+
+# =================================================================== gradient surgery
+def _orders(K: int) -> list[list[int]]:
+    """A random order of the other tasks for each task, from torch's global generator."""
+    return [[j for j in torch.randperm(K).tolist() if j != i] for i in range(K)]
+
+
+@register("pcgrad")
+class PCGrad(GradientBalancer):
+    """PCGrad (Yu et al. 2020): project each task gradient off the others' normal planes when they
+    conflict (random order, against the original gradients) and sum. Task-specific parameters get their
+    plain gradient."""
+
+    name = "pcgrad"
+    defines_weights = False
+
+    def __init__(self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto"):
+        super().__init__(tasks, rep_grad, engine)
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return gw.pcgrad_weights(G, _orders(self.num_tasks))
+
+
+@register("gradvac")
+class GradVac(GradientBalancer):
+    """Gradient Vaccine (Wang et al. 2021): raise the cosine between task gradients towards an EMA
+    target φ̂ (β = 0.01, φ̂ starts at 0), whole-model granularity. Task-specific parameters get their
+    plain gradient."""
+
+    name = "gradvac"
+    defines_weights = False
+
+    def __init__(self, tasks: Sequence[str] | int, beta: float = 0.01, rep_grad: bool = False, engine: str = "auto"):
+        super().__init__(tasks, rep_grad, engine)
+        if not 0.0 <= beta <= 1.0:
+            raise PolytaskError(f"gradvac: beta must be in [0, 1], got {beta}")
+        self.beta = float(beta)
+        self.register_buffer("targets", torch.zeros(self.num_tasks, self.num_tasks, dtype=torch.float64))
+
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        w, targets = gw.gradvac_weights(G, self.targets.cpu().numpy(), _orders(self.num_tasks), self.beta)
+        self.targets.copy_(torch.from_numpy(targets))
+        return w
+
+
+# =================================================================== representation-level methods
+def graddrop_combine(
+    grads: torch.Tensor, uniform: torch.Tensor, leak: torch.Tensor | float = 0.0, batch_sum: bool = True
+) -> torch.Tensor:
+    """GradDrop (Chen et al. 2020) on per-task gradients (K, B, ...) of a shared activation.
+
+    Sign purity P = ½(1 + Σ_k ∇_k / Σ_k |∇_k|) per activation unit (from the batch-summed gradients when
+    ``batch_sum``, as the paper does for batch-separated activations, then tiled over the batch), masks
+    M_k = 1[P > U] 1[∇_k > 0] + 1[P < U] 1[∇_k < 0] with ``uniform`` U ~ U(0, 1) of P's shape, and the
+    result Σ_k (ℓ_k + (1 − ℓ_k) M_k) ∇_k (leak ℓ)."""
+    K = grads.shape[0]
+    summed = grads.sum(dim=1, keepdim=True) if batch_sum else grads
+    purity = 0.5 * (1 + summed.sum(0) / summed.abs().sum(0).clamp_min(1e-12))
+    if uniform.shape != purity.shape:
+        raise PolytaskError(f"graddrop: uniform draw shape {tuple(uniform.shape)} != {tuple(purity.shape)}")
+    mask = ((purity > uniform) & (grads > 0)) | ((purity < uniform) & (grads < 0))
+    leak_t = torch.as_tensor(leak, dtype=grads.dtype, device=grads.device).reshape(-1)
+    leak_t = leak_t.expand(K).view(K, *([1] * (grads.dim() - 1)))
+    return (grads * (leak_t + (1 - leak_t) * mask.to(grads.dtype))).sum(0)
+
+
+@register("graddrop")
+class GradDrop(GradientBalancer):
+    """GradDrop (Chen et al. 2020): gradient sign dropout on the shared representation z (always
+    rep-grad: the method is defined on activations); the encoder is trained through one backward of z
+    with the masked sum. ``leak`` ℓ (float or one per task) lets part of each gradient through
+    unmasked. Task-specific parameters get their plain gradient."""
+
+    name = "graddrop"
+    defines_weights = False
+    needs_shared_params = False
+
+    def __init__(
+        self,
+        tasks: Sequence[str] | int,
+        leak: float | Sequence[float] = 0.0,
+        batch_sum: bool = True,
+        engine: str = "auto",
+    ):
+        super().__init__(tasks, rep_grad=True, engine=engine)
+        leaks = [float(leak)] * self.num_tasks if isinstance(leak, (int, float)) else [float(x) for x in leak]
+        if len(leaks) != self.num_tasks or not all(0.0 <= x <= 1.0 for x in leaks):
+            raise PolytaskError(f"graddrop: leak must be in [0, 1], one value or one per task; got {leak!r}")
+        self.register_buffer("leak", torch.tensor(leaks))
+        self.batch_sum = bool(batch_sum)
+
+    def aggregate(self, grads, losses):
+        g = grads[0]
+        if g.dim() < 2 and self.batch_sum:
+            raise PolytaskError("graddrop: the representation needs a batch dimension")
+        shape = (1, *g.shape[2:]) if self.batch_sum else tuple(g.shape[1:])
+        uniform = torch.rand(shape, device=g.device, dtype=g.dtype)
+        combined = graddrop_combine(g, uniform, self.leak.to(g), self.batch_sum)
+        ones = torch.ones(self.num_tasks, dtype=g.dtype, device=g.device)
+        return [combined], ones, ones
+
+
+# =================================================================== GradNorm
+@register("gradnorm")
+class GradNorm(Balancer):
+    """GradNorm (Chen et al. 2018): learnable task weights w (Σ w_k = K, renormalised before each step)
+    trained so that the gradient norms G_k = ‖∇_W w_k L_k‖ on a shared layer W approach
+    Ḡ · r_k^α, r_k = (L_k/L_k(0)) / mean_i(L_i/L_i(0)); the target is held constant, so
+    ∂L_grad/∂w_k = sign(G_k − target_k) ‖∇_W L_k‖. The model step is one backward of Σ w_k L_k.
+
+    ``alpha`` = 1.5 (the paper's NYUv2 value); ``layer``: index among the shared parameters with ≥ 2
+    dimensions (−1: the last shared weight matrix, the paper's choice). Add ``balancer.parameters()`` to
+    the optimizer (the paper updates w with the model's optimizer). Weights are clamped at 1e-8 before
+    renormalising (the paper does not say what to do with a non-positive weight)."""
+
+    name = "gradnorm"
+    needs_shared_params = True
+
+    def __init__(self, tasks: Sequence[str] | int, alpha: float = 1.5, layer: int = -1, engine: str = "auto"):
+        super().__init__(tasks)
+        if engine not in jac.ENGINES:
+            raise PolytaskError(f"gradnorm: engine must be one of {jac.ENGINES}, got {engine!r}")
+        self.alpha, self.layer, self.engine = float(alpha), int(layer), engine
+        self.loss_weights = nn.Parameter(torch.ones(self.num_tasks))
+        self.initial: list[float] | None = None
+
+    def backward(
+        self,
+        losses: Losses,
+        shared_params: Params | None = None,
+        task_params: Mapping[str, Params] | None = None,
+        representation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        stacked = self.stack_losses(losses)
+        weight_mats = [p for p in (shared_params or ()) if p.requires_grad and p.dim() >= 2]
+        if not weight_mats:
+            raise PolytaskError("gradnorm: needs shared_params= with at least one weight matrix (the layer W)")
+        try:
+            W = weight_mats[self.layer]
+        except IndexError:
+            raise PolytaskError(
+                f"gradnorm: layer={self.layer} but the shared parameters have {len(weight_mats)} weight matrices"
+            ) from None
+        with torch.no_grad():  # renormalise: Σ w = K
+            self.loss_weights.clamp_(min=1e-8)
+            self.loss_weights.mul_(self.num_tasks / self.loss_weights.sum())
+        w = self.loss_weights.detach().clone()
+        (gW,), _ = jac.task_gradients(stacked, [W], self.engine, retain_graph=True)
+        global_losses = stacked.detach().clone()
+        jac.all_reduce_mean([gW, global_losses])
+        if self.initial is None:
+            self.initial = global_losses.tolist()
+        norms = gW.reshape(self.num_tasks, -1).norm(dim=1).to(w)
+        G = w * norms
+        ratio = global_losses.to(w) / torch.tensor(self.initial, dtype=w.dtype, device=w.device)
+        r = ratio / ratio.mean()
+        target = G.mean() * r**self.alpha
+        grad_w = torch.sign(G - target) * norms
+        self.loss_weights.grad = grad_w if self.loss_weights.grad is None else self.loss_weights.grad + grad_w
+        torch.dot(w.to(stacked.dtype), stacked).backward()  # under DDP, the wrapper averages these
+        return self._record(w)
+
+    def get_extra_state(self) -> Any:
+        return {"initial": self.initial}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.initial = state["initial"]
+
+
+def _preference(pref: Sequence[float] | None, K: int, name: str) -> np.ndarray | None:
+    if pref is None:
+        return None
+    u = np.asarray(pref, dtype=np.float64)
+    if u.shape != (K,) or np.any(u < 0) or u.sum() <= 0:
+        raise PolytaskError(f"{name}: pref needs {K} non-negative values with a positive sum, got {pref!r}")
+    return u

@@ -1,0 +1,240 @@
+"""Gradient methods as pure functions of the Gram matrix G = J Jᵀ (K x K, rows of J are the per-task
+gradients g_k): each returns the weights w with update d = Jᵀw = Σ_k w_k g_k.
+
+Methods defined by operations on the g_k themselves (PCGrad's projections, GradVac's corrections,
+CAGrad's conflict-averse direction) still produce a linear combination of the g_k whose coefficients
+depend only on inner products, so they too are functions of G; they never need J itself. Inputs and
+outputs are float64 NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from polytask.balancing import solvers
+from polytask.errors import PolytaskError, SolverError
+
+MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+
+
+def mgda_normalizers(G: np.ndarray, losses: np.ndarray, normalization: str = "none") -> np.ndarray:
+    """Sener & Koltun's gradient normalisers n_k: 1 (none), ‖g_k‖ (l2), L_k (loss), L_k ‖g_k‖ (loss+)."""
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    table = {"none": np.ones_like(norms), "l2": norms, "loss": losses, "loss+": losses * norms}
+    if normalization not in table:
+        raise PolytaskError(f"mgda: normalization must be one of {MGDA_NORMALIZATIONS}, got {normalization!r}")
+    n = np.asarray(table[normalization], dtype=np.float64)
+    return np.where(n > 0, n, 1.0)
+
+
+def mgda_weights(G: np.ndarray, normalizers: np.ndarray | None = None, solver: str = "active_set") -> np.ndarray:
+    """MGDA (Sener & Koltun 2018): w = argmin_{w ∈ Δ} ‖Σ_k w_k g_k/n_k‖², solved exactly (``active_set``)
+    or by the paper's Frank–Wolfe algorithm (``frank_wolfe``, with its reference stopping rule); K = 2 in
+    closed form either way. As in the reference code, the weights found on the
+    normalised gradients g_k/n_k are applied to the raw losses: d = Σ_k w_k g_k (with n = 1, d is the
+    min-norm element of the convex hull and J d ≥ ‖d‖² ≥ 0)."""
+    n = np.ones(G.shape[0]) if normalizers is None else np.asarray(normalizers, dtype=np.float64)
+    Gn = G / np.outer(n, n)
+    if solver == "frank_wolfe":
+        return solvers.min_norm_frank_wolfe(Gn)
+    if solver == "active_set":
+        return solvers.box_qp(Gn, np.zeros(len(n)), simplex=True)
+    raise PolytaskError(f"mgda: solver must be 'frank_wolfe' or 'active_set', got {solver!r}")
+
+
+def pcgrad_weights(G: np.ndarray, orders: Sequence[Sequence[int]]) -> np.ndarray:
+    """PCGrad (Yu et al. 2020). For each task i and j in ``orders[i]`` (a random order of the other
+    tasks): if g_i^PC · g_j < 0, g_i^PC ← g_i^PC − (g_i^PC · g_j / ‖g_j‖²) g_j, projecting against the
+    original g_j. d = Σ_i g_i^PC. Tracked as coefficients C (g_i^PC = Σ_m C_im g_m); w = Σ_i C_i."""
+    K = G.shape[0]
+    C = np.eye(K)
+    for i in range(K):
+        for j in orders[i]:
+            if j == i:
+                continue
+            dot = float(C[i] @ G[:, j])
+            if dot < 0 and G[j, j] > 0:
+                C[i, j] -= dot / G[j, j]
+    return C.sum(axis=0)
+
+
+def cagrad_weights(G: np.ndarray, c: float = 0.4, rescale: int = 1) -> np.ndarray:
+    """CAGrad (Liu et al. 2021): w = argmin_{w ∈ Δ} g_wᵀg_0 + √φ ‖g_w‖, φ = c²‖g_0‖², g_0 the mean
+    gradient; d = g_0 + (√φ/‖g_w‖) g_w, divided by 1 + c² (``rescale`` = 1, the paper's), 1 + c (2) or
+    not (0). Returned as the effective weights on the g_k."""
+    K = G.shape[0]
+    if rescale not in (0, 1, 2):
+        raise PolytaskError(f"cagrad: rescale must be 0, 1 or 2, got {rescale}")
+    g0_sq = float(G.sum()) / K**2
+    if g0_sq <= 0:
+        return np.full(K, 1.0 / K)
+    w = solvers.cagrad_dual(G, c)
+    gw_norm = np.sqrt(max(float(w @ G @ w), 0.0))
+    lam = c * np.sqrt(g0_sq) / gw_norm if gw_norm > 1e-15 * np.sqrt(g0_sq) else 0.0
+    eff = np.full(K, 1.0 / K) + lam * w
+    return eff / {0: 1.0, 1: 1.0 + c**2, 2: 1.0 + c}[rescale]
+
+
+def nash_mtl_weights(G: np.ndarray) -> np.ndarray:
+    """Nash-MTL (Navon et al. 2022): the w > 0 with G w = 1/w (Nash bargaining).
+
+    Solved on the cosine matrix C = N⁻¹ G N⁻¹ (N = diag ‖g_k‖), then w_k = u_k/‖g_k‖: exact, because the
+    solution is equivariant to rescaling a task's gradient, and well conditioned however differently the
+    tasks are scaled. Tasks whose gradient is exactly zero cannot bargain (their w_k would be infinite)
+    and are left out; they get the mean weight of the others (their gradient adds nothing to d)."""
+    K = G.shape[0]
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    active = norms > 1e-150
+    if not active.any():
+        return np.ones(K)
+    idx = np.flatnonzero(active)
+    n = norms[idx]
+    C = G[np.ix_(idx, idx)] / np.outer(n, n)
+    w = np.empty(K)
+    w[idx] = solvers.nash_bargaining(C) / n
+    w[~active] = w[idx].mean()
+    return w
+
+
+def imtl_g_weights(G: np.ndarray) -> np.ndarray:
+    """IMTL-G (Liu et al. 2021): Σ w_k = 1 and d = Σ w_k g_k has equal projections d·u_k on every unit
+    task gradient u_k = g_k/‖g_k‖.
+
+    The paper's closed form w_{2..K} = g_1 Uᵀ (D Uᵀ)⁻¹ (D, U: differences of gradients and of unit
+    gradients) is solved here in the equivalent, better conditioned form: writing d = Σ a_k u_k
+    (a_k = w_k ‖g_k‖), equal projections mean C a = c 1 with C the cosine matrix, so a ∝ C⁻¹1 and
+    w_k = (C⁻¹1)_k/‖g_k‖ normalised to Σ w_k = 1 (least squares when C is singular). Tasks with a zero
+    gradient have no direction and get weight 0."""
+    K = G.shape[0]
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    active = norms > 1e-150
+    if active.sum() <= 1:
+        return active.astype(np.float64) if active.any() else np.full(K, 1.0 / K)
+    idx = np.flatnonzero(active)
+    n = norms[idx]
+    C = G[np.ix_(idx, idx)] / np.outer(n, n)
+    a = np.linalg.lstsq(C, np.ones(len(idx)), rcond=None)[0]
+    raw = a / n
+    total = raw.sum()
+    if not np.isfinite(total) or abs(total) < 1e-300:
+        raise SolverError("IMTL-G: no update with equal projections and weights summing to 1 exists")
+    w = np.zeros(K)
+    w[idx] = raw / total
+    return w
+
+
+def gradvac_weights(
+    G: np.ndarray, targets: np.ndarray, orders: Sequence[Sequence[int]], beta: float = 0.01
+) -> tuple[np.ndarray, np.ndarray]:
+    """GradVac (Wang et al. 2021): for task i and j in ``orders[i]``: φ = cos(g_i^PC, g_j); if φ < φ̂_ij,
+    g_i^PC ← g_i^PC + ‖g_i^PC‖ (φ̂_ij √(1−φ²) − φ √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²)) g_j; then (always)
+    φ̂_ij ← (1 − β) φ̂_ij + β φ. d = Σ_i g_i^PC. Returns (weights, updated targets φ̂)."""
+    K = G.shape[0]
+    C = np.eye(K)
+    targets = np.array(targets, dtype=np.float64, copy=True)
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    for i in range(K):
+        for j in orders[i]:
+            if j == i:
+                continue
+            pc_norm = np.sqrt(max(float(C[i] @ G @ C[i]), 0.0))
+            if pc_norm <= 0 or norms[j] <= 0:
+                continue
+            phi = float(C[i] @ G[:, j]) / (pc_norm * norms[j])
+            phi = min(1.0, max(-1.0, phi))
+            target = targets[i, j]
+            if phi < target:
+                C[i, j] += (
+                    pc_norm
+                    * (target * np.sqrt(1 - phi**2) - phi * np.sqrt(1 - target**2))
+                    / (norms[j] * np.sqrt(max(1 - target**2, 1e-16)))
+                )
+            targets[i, j] = (1 - beta) * target + beta * phi
+    return C.sum(axis=0), targets
+
+
+ALIGNED_SCALES = ("min", "median", "rmse")
+
+
+def aligned_mtl_weights(G: np.ndarray, pref: np.ndarray | None = None, scale: str = "min") -> np.ndarray:
+    """Aligned-MTL (Senushkin et al. 2023): G = V Λ Vᵀ, B = σ V Λ^{−1/2} Vᵀ over the non-zero eigenvalues,
+    w = B u (u the preference vector, default 1/K). σ = √λ_min (``min``, the paper), √median λ
+    (``median``) or √mean λ (``rmse``), the reference code's scale modes. The aligned Jacobian B J has
+    all non-zero singular values equal to σ. A zero G gives w = u."""
+    K = G.shape[0]
+    u = np.full(K, 1.0 / K) if pref is None else np.asarray(pref, dtype=np.float64)
+    return aligned_mtl_transform(G, scale) @ u
+
+
+def aligned_mtl_transform(G: np.ndarray, scale: str = "min") -> np.ndarray:
+    """Aligned-MTL's balance matrix B = σ V Λ^{−1/2} Vᵀ (non-zero eigenpairs of G); the identity when
+    G = 0."""
+    if scale not in ALIGNED_SCALES:
+        raise PolytaskError(f"aligned_mtl: scale must be one of {ALIGNED_SCALES}, got {scale!r}")
+    K = G.shape[0]
+    lam, V = np.linalg.eigh(G)
+    tol = max(float(lam.max()), 0.0) * K * np.finfo(np.float64).eps
+    keep = lam > tol
+    if not keep.any():
+        return np.eye(K)
+    lam, V = lam[keep], V[:, keep]
+    sigma = {"min": lam.min(), "median": np.median(lam), "rmse": lam.mean()}[scale]
+    return np.sqrt(sigma) * (V / np.sqrt(lam)) @ V.T
+
+
+def upgrad_weights(
+    G: np.ndarray, pref: np.ndarray | None = None, norm_eps: float = 0.0, reg_eps: float = 0.0
+) -> np.ndarray:
+    """UPGrad (Quinton & Rey 2024): project every g_i onto the dual cone {x : J x ≥ 0}; in weights,
+    w^(i) = argmin_{v ≥ e_i} vᵀ G v (a QP per task, solved exactly), and w = Σ_i u_i w^(i) (u = 1/K: the
+    mean of the projections). J d ≥ 0 for every task.
+
+    With the default ``norm_eps = reg_eps = 0`` this is the paper's definition, solved on the cosine matrix
+    C = N⁻¹GN⁻¹ (N = diag ‖g_k‖) and mapped back exactly (v ≥ e_i ⇔ Nv ≥ ‖g_i‖ e_i), so tasks whose
+    gradients differ by 16 orders of magnitude are all respected. ``reg_eps > 0`` reproduces TorchJD's
+    variant: G divided by its trace (zero below ``norm_eps``) plus ``reg_eps`` I."""
+    K = G.shape[0]
+    u = np.full(K, 1.0 / K) if pref is None else np.asarray(pref, dtype=np.float64)
+    if reg_eps > 0 or norm_eps > 0:
+        trace = float(np.trace(G))
+        Gn = (np.zeros_like(G) if trace <= norm_eps else G / trace) + reg_eps * np.eye(K)
+        return u @ _dual_cone_weights(Gn, np.ones(K))
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    active = norms > 1e-150
+    n = np.where(active, norms, 1.0)
+    C = G / np.outer(n, n)
+    C[~active, :] = 0.0
+    C[:, ~active] = 0.0
+    # w^(i) = N⁻¹ ‖g_i‖ argmin_{v ≥ e_i} vᵀCv; a zero-gradient task keeps v = e_i (nothing to project)
+    W = _dual_cone_weights(C, norms) / n[None, :]
+    W[:, ~active] = 0.0
+    W[~active, :] = np.eye(K)[~active]
+    return u @ W
+
+
+def _dual_cone_weights(C: np.ndarray, row_scale: np.ndarray) -> np.ndarray:
+    """Row i: row_scale_i · argmin_{v ≥ e_i} vᵀCv (v = e_i + x, x ≥ 0: min xᵀCx + 2xᵀCe_i)."""
+    K = C.shape[0]
+    W = np.empty((K, K))
+    for i in range(K):
+        e = np.zeros(K)
+        e[i] = 1.0
+        W[i] = row_scale[i] * (e + solvers.box_qp(2 * C, 2 * C @ e))
+    return W
+
+
+__all__ = [
+    "SolverError",
+    "aligned_mtl_transform",
+    "aligned_mtl_weights",
+    "cagrad_weights",
+    "gradvac_weights",
+    "imtl_g_weights",
+    "mgda_normalizers",
+    "mgda_weights",
+    "nash_mtl_weights",
+    "pcgrad_weights",
+    "upgrad_weights",
+]

@@ -1,0 +1,154 @@
+"""Per-task gradients: the engine every gradient method runs on.
+
+For losses L (K,) and inputs x_1..x_m (shared parameters, or the shared representation z, plus the
+task-specific parameters) :func:`task_gradients` returns, per input, a (K, *x.shape) tensor whose row k
+is ∂L_k/∂x. Two engines give the same numbers:
+
+- ``batched``: one backward of the K rows of the identity through the graph,
+  ``torch.autograd.grad(L, xs, grad_outputs=I_K, is_grads_batched=True)`` (vmap over the backward);
+- ``loop``: K ordinary backwards (for graphs whose ops have no batching rule).
+
+``auto`` tries ``batched`` and falls back to ``loop`` (with one warning naming the reason) when the graph
+cannot be batched. From the per-input rows :func:`gramian` forms G = J Jᵀ without concatenating J, and
+:func:`combine` forms Jᵀw per input, so methods that need only G never materialise a flat K x P matrix.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+from polytask.errors import PolytaskError
+
+ENGINES = ("auto", "batched", "loop")
+
+
+def task_gradients(
+    losses: torch.Tensor, inputs: Sequence[torch.Tensor], engine: str = "auto", retain_graph: bool = False
+) -> tuple[list[torch.Tensor], str]:
+    """Per-task gradients of ``losses`` (K,) w.r.t. each of ``inputs``: a list of (K, *x.shape) tensors
+    (zeros where an input does not influence a loss), and the engine actually used."""
+    if engine not in ENGINES:
+        raise PolytaskError(f"unknown gradient engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+    if engine in ("auto", "batched"):
+        try:
+            return _batched(losses, inputs, retain_graph), "batched"
+        except RuntimeError as exc:
+            if engine == "batched":
+                raise PolytaskError(f"the batched gradient engine cannot run on this graph: {exc}") from exc
+            warnings.warn(
+                f"per-task gradients: batched backward unavailable ({str(exc).splitlines()[0][:200]}); "
+                "using the loop engine (same numbers, K backwards)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _loop(losses, inputs, retain_graph), "loop"
+
+
+def _batched(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor]:
+    K = losses.shape[0]
+    eye = torch.eye(K, dtype=losses.dtype, device=losses.device)
+    grads = torch.autograd.grad(
+        losses, inputs, grad_outputs=eye, retain_graph=retain_graph, allow_unused=True, is_grads_batched=True
+    )
+    return [
+        torch.zeros((K, *x.shape), dtype=x.dtype, device=x.device) if g is None else g for g, x in zip(grads, inputs)
+    ]
+
+
+def _loop(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor]:
+    K = losses.shape[0]
+    rows: list[list[torch.Tensor]] = [[] for _ in inputs]
+    for k in range(K):
+        grads = torch.autograd.grad(losses[k], inputs, retain_graph=retain_graph or k < K - 1, allow_unused=True)
+        for i, (g, x) in enumerate(zip(grads, inputs)):
+            rows[i].append(torch.zeros_like(x) if g is None else g)
+    return [torch.stack(r) for r in rows]
+
+
+def gramian(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """G = J Jᵀ (K x K, float64) summed over the per-input blocks of J."""
+    K = grads[0].shape[0]
+    G = torch.zeros(K, K, dtype=torch.float64, device=grads[0].device)
+    for g in grads:
+        flat = g.reshape(K, -1)
+        G += (flat @ flat.T).to(torch.float64)
+    return G
+
+
+def flatten(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The (K, P) Jacobian as one matrix (for methods that work on its entries)."""
+    K = grads[0].shape[0]
+    return torch.cat([g.reshape(K, -1) for g in grads], dim=1)
+
+
+def unflatten(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a flat (P,) vector into tensors shaped like ``like`` (each (K, *shape); row shape used)."""
+    out, start = [], 0
+    for g in like:
+        n = g[0].numel()
+        out.append(vector[start : start + n].view_as(g[0]))
+        start += n
+    return out
+
+
+def combine(grads: Sequence[torch.Tensor], weights: torch.Tensor) -> list[torch.Tensor]:
+    """Jᵀw per input block: Σ_k w_k ∂L_k/∂x."""
+    return [torch.tensordot(weights.to(g.dtype), g, dims=1) for g in grads]
+
+
+def accumulate(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+    """Add ``grads`` into ``.grad`` (like ``backward`` does)."""
+    for p, g in zip(params, grads):
+        if p.grad is None:
+            p.grad = g.detach().to(p.dtype).clone()
+        else:
+            p.grad.add_(g.detach())
+
+
+# ------------------------------------------------------------------------------ distributed
+def world_size() -> int:
+    """Number of processes when ``torch.distributed`` is initialised, else 1."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:
+    """In-place mean over processes of ``tensors`` (one flat all-reduce); no-op in a single process.
+
+    With equal per-rank batch sizes and mean-reduced losses, the mean of the ranks' per-task gradients
+    is the per-task gradient on the global batch, so every rank then aggregates the same J (or G)."""
+    n = world_size()
+    if n == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= n
+    start = 0
+    for t in tensors:
+        t.copy_(flat[start : start + t.numel()].view_as(t))
+        start += t.numel()
+
+
+# ------------------------------------------------------------------------------ graph leaves
+def graph_leaves(root: torch.Tensor, stop_at: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Leaf tensors requiring grad that ``root`` depends on, in discovery order; the walk does not go
+    past ``stop_at``'s node (used to find the task-specific parameters above a representation z)."""
+    stop = stop_at.grad_fn if stop_at is not None else None
+    seen_nodes, leaves, seen_leaves = set(), [], set()
+    stack = [root.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen_nodes or (stop is not None and node is stop):
+            continue
+        seen_nodes.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            if id(variable) not in seen_leaves:
+                seen_leaves.add(id(variable))
+                leaves.append(variable)
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return leaves

@@ -1,0 +1,242 @@
+"""Gradient balancers end to end: engines, rep-grad mode, task-specific parameters, GradNorm by hand,
+solver failures and bad input."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import polytask as pt
+from polytask.balancing import jacobian as jac
+from polytask.errors import PolytaskError, SolverError
+
+TASKS = ["a", "b", "c"]
+GRADIENT_METHODS = [
+    m for m in pt.balancing.available() if m not in ("ew", "uw", "gls", "dwa", "dtp", "lbtw", "rlw", "famo", "imtl_l")
+]
+
+
+class TinyHPS(nn.Module):
+    """A 2-layer shared encoder and one linear head per task (3 regression tasks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 6), nn.Tanh())
+        self.heads = nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS})
+
+    def forward(self, x):
+        self.representation = self.encoder(x)
+        return {t: h(self.representation)[:, 0] for t, h in self.heads.items()}
+
+    def task_groups(self):
+        return {t: list(h.parameters()) for t, h in self.heads.items()}
+
+
+def batch(seed=0, n=16):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g)
+    y = {t: torch.randn(n, generator=g) * (k + 1) for k, t in enumerate(TASKS)}
+    return x, y
+
+
+def losses_of(model, x, y):
+    out = model(x)
+    return torch.stack([((out[t] - y[t]) ** 2).mean() for t in TASKS])
+
+
+def step_grads(method, engine, rep_grad=False, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = TinyHPS()
+    options = dict(kw)
+    if method not in ("gradnorm", "graddrop"):
+        options["rep_grad"] = rep_grad
+    balancer = pt.balancing.create(method, tasks=TASKS, engine=engine, **options)
+    x, y = batch()
+    torch.manual_seed(123)  # same random draws (PCGrad orders, GradDrop masks) for both engines
+    w = balancer.backward(
+        losses_of(model, x, y),
+        shared_params=list(model.encoder.parameters()),
+        task_params=model.task_groups(),
+        representation=model.representation,
+    )
+    return model, w, [p.grad.clone() for p in model.parameters()]
+
+
+def test_registry_has_every_gradient_method():
+    expected = {"gradnorm", "mgda", "mgda_ub", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "imtl", "graddrop"}
+    expected |= {"gradvac", "aligned_mtl", "upgrad"}
+    assert expected <= set(pt.balancing.available())
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_batched_and_loop_engines_agree(method):
+    _, w1, g1 = step_grads(method, "batched")
+    _, w2, g2 = step_grads(method, "loop")
+    assert torch.allclose(w1, w2, atol=1e-6)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+REP_METHODS = [m for m in GRADIENT_METHODS if m != "gradnorm"]
+
+
+@pytest.mark.parametrize("method", REP_METHODS)
+def test_rep_grad_mode_trains_the_encoder(method):
+    model, _, _ = step_grads(method, "auto", rep_grad=True)
+    for p in model.encoder.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, method
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.encoder.parameters()))
+
+
+def test_rep_grad_engines_agree_and_encoder_gets_the_backward_of_z():
+    # MGDA-UB: encoder gradient = (∂z/∂θ)ᵀ Σ_k w_k ∂L_k/∂z = ∇θ Σ_k w_k L_k with the same w
+    _model, w, grads = step_grads("mgda_ub", "batched")
+    torch.manual_seed(0)
+    ref = TinyHPS()
+    x, y = batch()
+    (w.detach() * losses_of(ref, x, y)).sum().backward()
+    for p, g in zip(ref.parameters(), grads):
+        assert torch.allclose(p.grad, g, atol=1e-6)
+
+
+def test_heads_get_their_own_gradient_times_the_weight():
+    model, w, _grads = step_grads("mgda", "auto")
+    torch.manual_seed(0)
+    ref = TinyHPS()
+    x, y = batch()
+    losses = losses_of(ref, x, y)
+    for k, t in enumerate(TASKS):
+        own = torch.autograd.grad(losses[k], list(ref.heads[t].parameters()), retain_graph=True)
+        for p, g in zip(model.heads[t].parameters(), own):
+            assert torch.allclose(p.grad, w[k] * g, atol=1e-6)
+    # PCGrad defines no task weights: heads get the plain gradient
+    model, _, _ = step_grads("pcgrad", "auto")
+    for k, t in enumerate(TASKS):
+        own = torch.autograd.grad(losses[k], list(ref.heads[t].parameters()), retain_graph=True)
+        for p, g in zip(model.heads[t].parameters(), own):
+            assert torch.allclose(p.grad, g, atol=1e-6)
+
+
+def test_shared_update_is_j_transpose_w():
+    _model, w, grads = step_grads("upgrad", "auto")
+    torch.manual_seed(0)
+    ref = TinyHPS()
+    x, y = batch()
+    losses = losses_of(ref, x, y)
+    shared = list(ref.encoder.parameters())
+    J, _ = jac.task_gradients(losses, shared, retain_graph=True)
+    for k, _p in enumerate(shared):
+        assert torch.allclose(grads[k], torch.tensordot(w, J[k], dims=1), atol=1e-6)
+    # and the non-conflict property on the real Jacobian
+    d = torch.cat([grads[k].reshape(-1) for k in range(len(shared))])
+    assert torch.all(jac.flatten(J) @ d >= -1e-7)
+
+
+def test_task_params_found_from_the_graph_when_omitted():
+    torch.manual_seed(0)
+    model = TinyHPS()
+    x, y = batch()
+    balancer = pt.balancing.create("cagrad", tasks=TASKS)
+    balancer.backward(losses_of(model, x, y), shared_params=list(model.encoder.parameters()))
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_gradients_accumulate_like_backward():
+    torch.manual_seed(0)
+    model = TinyHPS()
+    x, y = batch()
+    balancer = pt.balancing.create("mgda", tasks=TASKS)
+    for _ in range(2):
+        balancer.backward(losses_of(model, x, y), shared_params=list(model.encoder.parameters()))
+    twice = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    balancer.backward(losses_of(model, x, y), shared_params=list(model.encoder.parameters()))
+    for a, p in zip(twice, model.parameters()):
+        assert torch.allclose(a, 2 * p.grad, atol=1e-6)
+
+
+def test_bad_input_errors_name_the_problem():
+    torch.manual_seed(0)
+    model = TinyHPS()
+    x, y = batch()
+    balancer = pt.balancing.create("mgda", tasks=TASKS)
+    with pytest.raises(PolytaskError, match="shared_params"):
+        balancer.backward(losses_of(model, x, y))
+    ub = pt.balancing.create("mgda_ub", tasks=TASKS)
+    with pytest.raises(PolytaskError, match="representation"):
+        ub.backward(losses_of(model, x, y), shared_params=list(model.encoder.parameters()))
+    partial = {"a": list(model.heads["a"].parameters())}
+    with pytest.raises(PolytaskError, match="neither shared_params nor task_params"):
+        balancer.backward(losses_of(model, x, y), shared_params=list(model.encoder.parameters()), task_params=partial)
+    with pytest.raises(PolytaskError, match="engine"):
+        pt.balancing.create("pcgrad", tasks=TASKS, engine="fast")
+    with pytest.raises(PolytaskError, match="leak"):
+        pt.balancing.create("graddrop", tasks=TASKS, leak=2.0)
+    with pytest.raises(PolytaskError, match="rep_grad"):  # GradNorm works on a weight matrix, not on z
+        pt.balancing.create("gradnorm", tasks=TASKS, rep_grad=True)
+    bad = losses_of(model, x, y) * torch.tensor([1.0, float("nan"), 1.0])
+    with pytest.raises(pt.errors.NonFiniteLossError, match="b"):
+        balancer.backward(bad, shared_params=list(model.encoder.parameters()))
+
+
+def test_nash_failure_raises_or_is_reported_never_silent():
+    class Opposite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Parameter(torch.tensor([[1.0]]))
+
+    m = Opposite()
+    balancer = pt.balancing.create("nash_mtl", tasks=["a", "b"])
+    with pytest.raises(SolverError):
+        balancer.backward(torch.stack([m.theta.sum(), -m.theta.sum()]), shared_params=[m.theta])
+    keep = pt.balancing.create("nash_mtl", tasks=["a", "b"], on_failure="keep")
+    m2 = Opposite()
+    keep.backward(torch.stack([m2.theta.sum() * 2, m2.theta.sum() ** 2]), shared_params=[m2.theta])
+    with pytest.warns(RuntimeWarning, match="reusing the previous weights"):
+        keep.backward(torch.stack([m2.theta.sum(), -m2.theta.sum()]), shared_params=[m2.theta])
+    assert keep.failures == 1
+
+
+def test_gradnorm_one_update_by_hand():
+    # W = [[1, 1]]; L_a = 2 W00 (∇_W = (2, 0)), L_b = 4 W01 + 10 (∇_W = (0, 4)); w = (1, 1)
+    # G = (2, 4), Ḡ = 3; first step: r = 1 -> target (3, 3); ∂L_grad/∂w = sign(G − 3)·‖∇L‖ = (−2, 4)
+    W = nn.Parameter(torch.tensor([[1.0, 1.0]]))
+    balancer = pt.balancing.create("gradnorm", tasks=["a", "b"], alpha=1.5)
+    losses = lambda: torch.stack([2 * W[0, 0], 4 * W[0, 1] + 10])  # noqa: E731
+    w = balancer.backward(losses(), shared_params=[W])
+    assert w.tolist() == [1.0, 1.0]
+    assert balancer.loss_weights.grad.tolist() == [-2.0, 4.0]
+    assert W.grad.tolist() == [[2.0, 4.0]]  # Σ w_k ∇L_k
+    # SGD(lr 0.1) on w: (1.2, 0.6); renormalised to Σ w = 2 before the next step: (4/3, 2/3)
+    torch.optim.SGD([balancer.loss_weights], lr=0.1).step()
+    W.grad = None
+    w = balancer.backward(losses(), shared_params=[W])
+    assert w.tolist() == pytest.approx([4 / 3, 2 / 3])
+    # second step: L = L(0) -> r = 1 again; G = (4/3·2, 2/3·4) = (8/3, 8/3) = Ḡ -> sign 0: no change
+    assert balancer.loss_weights.grad.tolist() == pytest.approx([-2.0 + 0.0, 4.0 + 0.0])
+
+
+def test_gradnorm_target_uses_relative_inverse_training_rates():
+    # L(0) = (2, 10); now L = (1, 10): ratios (0.5, 1), r = (2/3, 4/3), α = 1 -> target = Ḡ r
+    W = nn.Parameter(torch.tensor([[1.0, 1.0]]))
+    balancer = pt.balancing.create("gradnorm", tasks=["a", "b"], alpha=1.0)
+    balancer.backward(torch.stack([2 * W[0, 0], 0 * W[0, 1] + 10]), shared_params=[W])
+    balancer.loss_weights.grad = None
+    balancer.backward(torch.stack([1 * W[0, 0], 3 * W[0, 1] + 7]), shared_params=[W])
+    # norms (1, 3), G = (1, 3), Ḡ = 2, target = (4/3, 8/3): G_a < target, G_b > target -> (−1, +3)
+    assert balancer.loss_weights.grad.tolist() == [-1.0, 3.0]
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_every_gradient_method_trains_with_the_trainer(method, tiny_data, tmp_path):
+    pt.seed_everything(0)
+    model = pt.models.create("hps_mlp", tasks=tiny_data.tasks, input_shape=tiny_data.input_shape)
+    balancer = pt.balancing.create(method, tasks=[t.name for t in tiny_data.tasks])
+    trainer = pt.Trainer(
+        model, tiny_data.tasks, balancer, tiny_data.train, tiny_data.val, epochs=1, progress=False, out_dir=tmp_path
+    )
+    result = trainer.fit()
+    assert np.isfinite(result.history[0]["selection_score"]) or result.best_epoch == 1
+    assert all(np.isfinite(v) for v in result.history[0]["weights"].values())
