@@ -71,13 +71,24 @@ class GradientBalancer(Balancer):
         self, grads: list[torch.Tensor], losses: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Per-block update Jᵀw, the weights w on the shared gradients, and the weights for the heads."""
-        G = jac.gramian(grads).cpu().numpy()
+        G = self.global_gramian(grads).cpu().numpy()
         w_np = self.gram_weights(G, losses.detach().double().cpu().numpy())
         if not np.all(np.isfinite(w_np)):
             raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")
         w = torch.as_tensor(w_np, dtype=grads[0].dtype, device=grads[0].device)
         heads = w if (self.scale_heads and self.defines_weights) else torch.ones_like(w)
         return jac.combine(grads, w), w, heads
+
+    def global_gramian(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """G of the global batch. Parameter gradients are already averaged over processes. For gradients
+        w.r.t. z, rank r holds rows (B_global/B_r) times those of the global batch's samples, so with n
+        equal ranks G = (1/n²) Σ_r G_r."""
+        G = jac.gramian(grads)
+        n = jac.world_size()
+        if self.rep_grad and n > 1:
+            jac.all_reduce_mean([G])
+            G /= n
+        return G
 
     # ------------------------------------------------------------------ the step
     def backward(
@@ -108,17 +119,28 @@ class GradientBalancer(Balancer):
             targets = shared
         heads = self._heads(stacked, shared, task_params, representation)
         grads, self.engine_used = jac.task_gradients(stacked, targets + heads, self.engine, retain_graph=self.rep_grad)
-        global_losses = stacked.detach().clone()
-        jac.all_reduce_mean([*grads, global_losses])
         shared_grads, head_grads = grads[: len(targets)], grads[len(targets) :]
+        global_losses = stacked.detach().clone()
+        # per-task gradients of parameters are averaged over processes (= the global batch's); gradients
+        # w.r.t. z belong to each rank's own samples and stay local (aggregate() combines their Gram matrices)
+        jac.all_reduce_mean([*head_grads, global_losses, *([] if self.rep_grad else shared_grads)])
         update, w, head_w = self.aggregate(shared_grads, global_losses)
         if self.rep_grad:
-            torch.autograd.backward(representation, update[0].to(representation.dtype), inputs=shared or None)
-        else:
-            jac.accumulate(targets, update)
+            encoder = shared or [p for p in jac.graph_leaves(representation) if p.requires_grad]
+            dz = update[0].to(representation.dtype)
+            # autograd.grad, not backward: no DDP hook fires; the ranks' encoder gradients are averaged here
+            enc = torch.autograd.grad(representation, encoder, dz, allow_unused=True)
+            update = [torch.zeros_like(p) if g is None else g for g, p in zip(enc, encoder)]
+            jac.all_reduce_mean(update)
+            targets = encoder
+        jac.accumulate(targets, self.finalize_shared(update))
         if heads:
             jac.accumulate(heads, jac.combine(head_grads, head_w))
         return self._record(w)
+
+    def finalize_shared(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Last change to the shared parameters' update (e.g. Nash-MTL's norm clipping); default: none."""
+        return update
 
     def _heads(
         self,
@@ -297,13 +319,12 @@ class NashMTL(GradientBalancer):
         self.steps += 1
         return w
 
-    def aggregate(self, grads, losses):
-        update, w, heads = super().aggregate(grads, losses)
+    def finalize_shared(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.max_norm > 0:
             norm = torch.sqrt(sum((u.double() ** 2).sum() for u in update))
             if norm > self.max_norm:
                 update = [u * (self.max_norm / norm).to(u.dtype) for u in update]
-        return update, w, heads
+        return update
 
     def get_extra_state(self) -> Any:
         return {"steps": self.steps, "failures": self.failures, "weights": self._weights}
@@ -454,18 +475,27 @@ class GradVac(GradientBalancer):
 
 
 # =================================================================== representation-level methods
+def sign_purity(grads: torch.Tensor) -> torch.Tensor:
+    """GradDrop's positive sign purity P = ½(1 + Σ_k ∇_k / Σ_k |∇_k|) over the task axis (dim 0)."""
+    return 0.5 * (1 + grads.sum(0) / grads.abs().sum(0).clamp_min(1e-12))
+
+
 def graddrop_combine(
-    grads: torch.Tensor, uniform: torch.Tensor, leak: torch.Tensor | float = 0.0, batch_sum: bool = True
+    grads: torch.Tensor,
+    uniform: torch.Tensor,
+    leak: torch.Tensor | float = 0.0,
+    batch_sum: bool = True,
+    purity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GradDrop (Chen et al. 2020) on per-task gradients (K, B, ...) of a shared activation.
 
-    Sign purity P = ½(1 + Σ_k ∇_k / Σ_k |∇_k|) per activation unit (from the batch-summed gradients when
-    ``batch_sum``, as the paper does for batch-separated activations, then tiled over the batch), masks
+    Sign purity P per activation unit (from the batch-summed gradients when ``batch_sum``, as the paper
+    does for batch-separated activations, then tiled over the batch; or given as ``purity``), masks
     M_k = 1[P > U] 1[∇_k > 0] + 1[P < U] 1[∇_k < 0] with ``uniform`` U ~ U(0, 1) of P's shape, and the
     result Σ_k (ℓ_k + (1 − ℓ_k) M_k) ∇_k (leak ℓ)."""
     K = grads.shape[0]
-    summed = grads.sum(dim=1, keepdim=True) if batch_sum else grads
-    purity = 0.5 * (1 + summed.sum(0) / summed.abs().sum(0).clamp_min(1e-12))
+    if purity is None:
+        purity = sign_purity(grads.sum(dim=1, keepdim=True) if batch_sum else grads)
     if uniform.shape != purity.shape:
         raise PolytaskError(f"graddrop: uniform draw shape {tuple(uniform.shape)} != {tuple(purity.shape)}")
     mask = ((purity > uniform) & (grads > 0)) | ((purity < uniform) & (grads < 0))
@@ -504,8 +534,13 @@ class GradDrop(GradientBalancer):
         if g.dim() < 2 and self.batch_sum:
             raise PolytaskError("graddrop: the representation needs a batch dimension")
         shape = (1, *g.shape[2:]) if self.batch_sum else tuple(g.shape[1:])
-        uniform = torch.rand(shape, device=g.device, dtype=g.dtype)
-        combined = graddrop_combine(g, uniform, self.leak.to(g), self.batch_sum)
+        uniform = torch.rand(shape, device=g.device, dtype=g.dtype)  # same draw on every rank (same seed)
+        purity = None
+        if self.batch_sum:  # P of the global batch: the ranks' batch sums, averaged (P is scale-free)
+            summed = g.sum(dim=1, keepdim=True)
+            jac.all_reduce_mean([summed])
+            purity = sign_purity(summed)
+        combined = graddrop_combine(g, uniform, self.leak.to(g), self.batch_sum, purity)
         ones = torch.ones(self.num_tasks, dtype=g.dtype, device=g.device)
         return [combined], ones, ones
 
