@@ -178,7 +178,8 @@ def test_example_configs_are_valid():
     from polytask.config import CompareConfig, RunConfig, from_mapping, load_yaml
 
     root = Path(__file__).resolve().parents[1] / "examples" / "configs"
-    Comparison(from_mapping(CompareConfig, load_yaml(root / "compare_multidigits.yaml")), progress=False)
+    for name in ("compare_multidigits.yaml", "compare_gradient_methods.yaml"):
+        Comparison(from_mapping(CompareConfig, load_yaml(root / name)), progress=False)
     config = from_mapping(RunConfig, load_yaml(root / "train_dwa.yaml"))
     pt.balancing.create(config.method, tasks=3, **config.method_options)
 
@@ -191,3 +192,12 @@ def test_reused_runs_with_nan_metrics_load_as_nan(tmp_path):
         loaded["test_scores"]["a"]["acc"] == 0.5
         and loaded["test_scores"]["a"]["auc"] != loaded["test_scores"]["a"]["auc"]
     )
+
+
+def test_compare_methods_all_runs_every_method(tmp_path, capsys):
+    out = tmp_path / "all"
+    args = ["compare", "--methods", "all", "--archs", "hps_mlp", "--seeds", "1", "--epochs", "1"]
+    cfg = write_yaml(tmp_path / "c.yaml", TINY)
+    assert main([*args, "--config", cfg, "--out", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in results["runs"]} == set(pt.balancing.available())

@@ -70,12 +70,13 @@ def _loop(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bo
 
 
 def gramian(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """G = J Jᵀ (K x K, float64) summed over the per-input blocks of J."""
+    """G = J Jᵀ (K x K, float64) summed over the per-input blocks of J (each block's product in its own
+    precision, the sum in float64)."""
     K = grads[0].shape[0]
+    blocks = [g.reshape(K, -1) for g in grads]
     G = torch.zeros(K, K, dtype=torch.float64, device=grads[0].device)
-    for g in grads:
-        flat = g.reshape(K, -1)
-        G += (flat @ flat.T).to(torch.float64)
+    for flat in blocks:
+        G += torch.mm(flat, flat.T).double()
     return G
 
 
@@ -101,12 +102,15 @@ def combine(grads: Sequence[torch.Tensor], weights: torch.Tensor) -> list[torch.
 
 
 def accumulate(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
-    """Add ``grads`` into ``.grad`` (like ``backward`` does)."""
+    """Add ``grads`` into ``.grad`` (like ``backward`` does); a parameter without a gradient takes the
+    tensor itself when it is a fresh, contiguous tensor of the right dtype (no copy)."""
     for p, g in zip(params, grads):
+        g = g.detach()
         if p.grad is None:
-            p.grad = g.detach().to(p.dtype).clone()
+            fresh = g._base is None and g.is_contiguous() and g.dtype == p.dtype and g.shape == p.shape
+            p.grad = g if fresh else g.to(p.dtype).reshape(p.shape).clone()
         else:
-            p.grad.add_(g.detach())
+            p.grad.add_(g)
 
 
 # ------------------------------------------------------------------------------ distributed

@@ -59,7 +59,7 @@ def min_norm_frank_wolfe(G: np.ndarray, max_iter: int = 250, tol: float = 1e-5) 
     return w
 
 
-def box_qp(Q: np.ndarray, q: np.ndarray, simplex: bool = False, tol: float = 1e-12, max_iter: int = 200) -> np.ndarray:
+def box_qp(Q: np.ndarray, q: np.ndarray, simplex: bool = False, tol: float = 1e-10, max_iter: int = 200) -> np.ndarray:
     """Exact solution of min ½xᵀQx + qᵀx subject to x ≥ 0 (and Σx = 1 when ``simplex``), Q symmetric PSD.
 
     Primal active-set method (Lawson & Hanson 1974 generalised to a quadratic objective): grow the free
@@ -77,6 +77,10 @@ def box_qp(Q: np.ndarray, q: np.ndarray, simplex: bool = False, tol: float = 1e-
     else:
         x = np.zeros(K)
         free = []
+    def objective(v: np.ndarray) -> float:
+        return 0.5 * float(v @ Qs @ v) + float(qs @ v)
+
+    value = objective(x)
     for _ in range(max_iter):
         grad = Qs @ x + qs
         if simplex:  # multiplier of Σx = 1 from the free set
@@ -107,6 +111,11 @@ def box_qp(Q: np.ndarray, q: np.ndarray, simplex: bool = False, tol: float = 1e-
                 free.remove(i)
             if not free:
                 break
+        new_value = objective(x)
+        if new_value >= value - 1e-14 * (1.0 + abs(value)):
+            # no progress: the KKT violation is round-off (singular Q); x is feasible and optimal
+            return np.maximum(x, 0.0)
+        value = new_value
     raise SolverError(f"box_qp did not converge in {max_iter} iterations (K = {K})")
 
 

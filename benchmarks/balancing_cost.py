@@ -1,0 +1,195 @@
+"""Cost of every balancing method per training step, as a ratio to equal weighting (EW) measured in the
+same run, on an HPS MLP (64 -> 512 -> 512 -> 256 shared, K = 3, batch 128) and on a small CNN; with
+TorchJD installed (``pip install -e .[bench]``) its implementation of the same method is timed in the
+same run too.
+
+    python benchmarks/balancing_cost.py [--steps 20] [--rounds 5] [--models mlp,cnn] [--engine auto]
+
+A step is forward, losses, zero_grad, the method's backward and an SGD step. Time: median over rounds of
+the mean of ``steps`` steps (methods interleaved within each round, so machine drift hits all alike).
+Memory: peak bytes of tensors allocated during one step above what existed before it (from the PyTorch
+profiler's allocation events; the CPU allocator has no peak counter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import polytask as pt
+
+TASKS = ["t0", "t1", "t2"]
+GRAMIAN = ["mgda", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "upgrad"]
+# polytask name -> TorchJD aggregator factory (same method, TorchJD's defaults where they match the paper)
+TORCHJD = {
+    "mgda": lambda a: a.MGDA(),
+    "cagrad": lambda a: a.CAGrad(c=0.4),
+    "nash_mtl": lambda a: a.NashMTL(n_tasks=len(TASKS)),
+    "imtl_g": lambda a: a.IMTLG(),
+    "aligned_mtl": lambda a: a.AlignedMTL(),
+    "upgrad": lambda a: a.UPGrad(),
+    "pcgrad": lambda a: a.PCGrad(),
+    "gradvac": lambda a: a.GradVac(beta=0.01),
+    "ew": lambda a: a.Mean(),
+}
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU()
+        )
+        self.heads = nn.ModuleList(nn.Linear(256, 1) for _ in TASKS)
+
+    def forward(self, x):
+        z = self.encoder(x)
+        return z, [h(z)[:, 0] for h in self.heads]
+
+
+class CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = pt.models.backbones.SmallCNN((1, 16, 16), channels=(16, 32), hidden=64)
+        self.heads = nn.ModuleList(nn.Linear(64, 1) for _ in TASKS)
+
+    def forward(self, x):
+        z = self.encoder(x)
+        return z, [h(z)[:, 0] for h in self.heads]
+
+
+def make(model_name: str, batch: int = 128):
+    torch.manual_seed(0)
+    model = MLP() if model_name == "mlp" else CNN()
+    shape = (batch, 64) if model_name == "mlp" else (batch, 1, 16, 16)
+    x = torch.randn(shape)
+    ys = [torch.randn(batch) * s for s in (1.0, 3.0, 0.3)]
+    return model, x, ys
+
+
+def polytask_step(method: str, model_name: str, engine: str) -> Callable[[], None]:
+    model, x, ys = make(model_name)
+    options = {} if method in ("ew", "gls", "uw", "dwa", "dtp", "lbtw", "rlw", "famo", "imtl_l") else {"engine": engine}
+    balancer = pt.balancing.create(method, tasks=TASKS, **options)
+    opt = torch.optim.SGD(list(model.parameters()) + list(balancer.parameters()), lr=1e-4)
+    shared = list(model.encoder.parameters())
+    heads = {t: list(h.parameters()) for t, h in zip(TASKS, model.heads)}
+
+    def step():
+        z, outs = model(x)
+        losses = torch.stack([((o - y) ** 2).mean() for o, y in zip(outs, ys)])
+        opt.zero_grad(set_to_none=True)
+        balancer.backward(losses, shared_params=shared, task_params=heads, representation=z)
+        opt.step()
+        if balancer.needs_post_step_losses:
+            with torch.no_grad():
+                _, outs = model(x)
+                balancer.post_step(torch.stack([((o - y) ** 2).mean() for o, y in zip(outs, ys)]))
+
+    return step
+
+
+def torchjd_step(method: str, model_name: str) -> Callable[[], None] | None:
+    try:
+        import torchjd.aggregation as agg
+        from torchjd.autojac import jac_to_grad, mtl_backward
+    except ImportError:
+        return None
+    try:
+        aggregator = TORCHJD[method](agg)
+    except Exception:  # missing optional TorchJD extra (e.g. cvxpy for NashMTL)
+        return None
+    model, x, ys = make(model_name)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    shared = list(model.encoder.parameters())
+    heads = [list(h.parameters()) for h in model.heads]
+
+    def step():
+        z, outs = model(x)
+        losses = [((o - y) ** 2).mean() for o, y in zip(outs, ys)]
+        opt.zero_grad(set_to_none=True)
+        mtl_backward(losses, features=z, tasks_params=heads, shared_params=shared)
+        jac_to_grad(shared, aggregator)
+        opt.step()
+
+    try:
+        step()
+    except Exception:
+        return None
+    return step
+
+
+def peak_step_memory(step: Callable[[], None]) -> int:
+    """Peak of the running sum of tensor allocations during one step (bytes): each op's own net
+    allocation plus the profiler's stand-alone free events, in time order."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    current = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def measure(steps_by_name: dict[str, Callable[[], None]], steps: int, rounds: int) -> dict[str, float]:
+    for step in steps_by_name.values():  # warm-up
+        for _ in range(3):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
+    for _ in range(rounds):
+        for name, step in steps_by_name.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--engine", default="auto", choices=["auto", "batched", "loop"])
+    parser.add_argument("--methods", default="all")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    methods = pt.balancing.available() if args.methods == "all" else args.methods.split(",")
+    methods = ["ew"] + [m for m in methods if m != "ew"]
+    for model_name in args.models.split(","):
+        ours = {m: polytask_step(m, model_name, args.engine) for m in methods}
+        theirs = {m: s for m in methods if m in TORCHJD and (s := torchjd_step(m, model_name)) is not None}
+        steps = {**{("polytask", m): s for m, s in ours.items()}, **{("torchjd", m): s for m, s in theirs.items()}}
+        timing = measure(steps, args.steps, args.rounds)
+        memory = {key: peak_step_memory(step) for key, step in steps.items()}
+        base_t, base_m = timing[("polytask", "ew")], max(memory[("polytask", "ew")], 1)
+        print(
+            f"\n{model_name.upper()}  (EW: {base_t * 1000:.2f} ms/step, {base_m / 2**20:.1f} MiB peak step memory; "
+            f"threads {torch.get_num_threads()}, engine {args.engine})"
+        )
+        header = f"{'method':13s} {'ms/step':>8s} {'x EW':>6s} {'mem x EW':>9s}"
+        if theirs:
+            header += f" {'TorchJD ms':>11s} {'TorchJD x EW':>13s} {'ours/TorchJD':>13s}"
+        print(header)
+        for m in methods:
+            t, mem = timing[("polytask", m)], memory[("polytask", m)]
+            flag = " *" if m in GRAMIAN and t / base_t > 2.0 else ""
+            line = f"{m:13s} {t * 1000:8.2f} {t / base_t:6.2f} {mem / base_m:9.2f}"
+            if ("torchjd", m) in timing:
+                tj = timing[("torchjd", m)]
+                line += f" {tj * 1000:11.2f} {tj / base_t:13.2f} {t / tj:13.2f}"
+            print(line + flag)
+        print("(* a Gramian method above the 2.0x EW target)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""The example scripts run (with few steps) and write what they promise."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_toy_trajectories_writes_one_png(tmp_path):
+    out = tmp_path / "toy.png"
+    cmd = [sys.executable, str(ROOT / "examples" / "toy_trajectories.py"), "--steps", "30", "--workers", "1"]
+    proc = subprocess.run(
+        [*cmd, "--methods", "ew,mgda,nash_mtl,graddrop,gradnorm,dtp", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.stat().st_size > 10_000 and "ends on the Pareto set" in proc.stdout
