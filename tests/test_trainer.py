@@ -30,7 +30,10 @@ def make_trainer(data, method="ew", out_dir=None, epochs=3, arch="hps_mlp", seed
     )
 
 
-@pytest.mark.parametrize("method", ["ew", "uw", "dwa", "dtp", "lbtw", "rlw", "famo", "gls"])
+@pytest.mark.parametrize(
+    "method",
+    ["ew", "uw", "dwa", "dtp", "lbtw", "rlw", "famo", "gls", "gradnorm", "gradvac", "nash_mtl", "imtl", "pcgrad"],
+)
 def test_resume_equals_uninterrupted_run(method, tiny_data, tmp_path):
     full = make_trainer(tiny_data, method, tmp_path / "full", epochs=4).fit()
     make_trainer(tiny_data, method, tmp_path / "part", epochs=2).fit()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from polytask import balancing, data, models
-from polytask.config import CompareConfig, RunConfig, from_mapping, load_yaml
+from polytask.config import DEFAULT_METHODS, CompareConfig, RunConfig, from_mapping, load_yaml
 from polytask.errors import PolytaskError
 
 
@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--config", help="YAML file with CompareConfig keys (options below override it)")
     cmp.add_argument("--dataset", help="dataset name (default multidigits)")
     cmp.add_argument("--archs", type=_csv, help="comma list of architectures, or 'all' (default hps_cnn)")
-    cmp.add_argument("--methods", type=_csv, help="comma list of balancing methods, or 'all' (default all)")
+    cmp.add_argument(
+        "--methods",
+        type=_csv,
+        help="comma list of balancing methods, or 'all' (default: " + ",".join(DEFAULT_METHODS) + ")",
+    )
     cmp.add_argument("--seeds", type=_seeds, help="number of seeds (3 = 0,1,2) or a comma list (default 3)")
     cmp.add_argument("--epochs", type=int)
     cmp.add_argument("--batch-size", type=int, dest="batch_size")

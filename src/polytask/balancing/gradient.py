@@ -327,10 +327,12 @@ class NashMTL(GradientBalancer):
         return update
 
     def get_extra_state(self) -> Any:
-        return {"steps": self.steps, "failures": self.failures, "weights": self._weights}
+        weights = None if self._weights is None else [float(v) for v in self._weights]
+        return {"steps": self.steps, "failures": self.failures, "weights": weights}
 
     def set_extra_state(self, state: Any) -> None:
-        self.steps, self.failures, self._weights = state["steps"], state["failures"], state["weights"]
+        self.steps, self.failures = state["steps"], state["failures"]
+        self._weights = None if state["weights"] is None else np.asarray(state["weights"], dtype=np.float64)
 
 
 @register("imtl_g")

@@ -204,6 +204,8 @@ class Trainer:
                     "skipped",
                 )
             }
+            if ckpt.get("best_is_current"):  # saved without a second copy of the same weights
+                state["best_model"] = copy.deepcopy(self.model.state_dict())
             if self.logger is not None:
                 self.logger.truncate(state["epoch"])
             return state
@@ -223,6 +225,8 @@ class Trainer:
         }
 
     def _save(self, state: dict[str, Any]) -> None:
+        # when the epoch just finished is the best one, its weights are the model's: store them once
+        best_is_current = state["best_epoch"] == state["epoch"] - 1
         save_checkpoint(
             self.checkpoint_path,
             {
@@ -231,6 +235,8 @@ class Trainer:
                 "balancer": self.balancer.state_dict(),
                 "rng": rng_state(),
                 **state,
+                "best_model": None if best_is_current else state["best_model"],
+                "best_is_current": best_is_current,
             },
         )
 
