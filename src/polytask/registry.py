@@ -27,8 +27,7 @@ class Registry(Generic[T]):
             if key in self._factories:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._factories[key] = factory
-            doc = description or (factory.__doc__ or "").strip().splitlines()
-            self._descriptions[key] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            self._descriptions[key] = description or _first_sentence(factory.__doc__ or "")
             return factory
 
         return deco
@@ -69,3 +68,11 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return str(name).lower() in self._factories
+
+
+def _first_sentence(doc: str, limit: int = 110) -> str:
+    """The docstring's first paragraph on one line, cut at a word boundary to at most ``limit`` chars."""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + " …"
