@@ -118,7 +118,9 @@ class GradientBalancer(Balancer):
                 )
             targets = shared
         heads = self._heads(stacked, shared, task_params, representation)
-        grads, self.engine_used = jac.task_gradients(stacked, targets + heads, self.engine, retain_graph=self.rep_grad)
+        grads, self.engine_used = jac.task_gradients(
+            stacked, targets + heads, self.engine, retain_graph=self.rep_grad, must_use=int(self.rep_grad)
+        )
         shared_grads, head_grads = grads[: len(targets)], grads[len(targets) :]
         global_losses = stacked.detach().clone()
         # per-task gradients of parameters are averaged over processes (= the global batch's); gradients

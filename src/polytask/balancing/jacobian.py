@@ -27,15 +27,20 @@ ENGINES = ("auto", "batched", "loop")
 
 
 def task_gradients(
-    losses: torch.Tensor, inputs: Sequence[torch.Tensor], engine: str = "auto", retain_graph: bool = False
+    losses: torch.Tensor,
+    inputs: Sequence[torch.Tensor],
+    engine: str = "auto",
+    retain_graph: bool = False,
+    must_use: int = 0,
 ) -> tuple[list[torch.Tensor], str]:
     """Per-task gradients of ``losses`` (K,) w.r.t. each of ``inputs``: a list of (K, *x.shape) tensors
-    (zeros where an input does not influence a loss), and the engine actually used."""
+    (zeros where an input does not influence a loss), and the engine actually used. The first
+    ``must_use`` inputs must be in the losses' graph (e.g. the representation z): else an error."""
     if engine not in ENGINES:
         raise PolytaskError(f"unknown gradient engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if engine in ("auto", "batched"):
         try:
-            return _batched(losses, inputs, retain_graph), "batched"
+            return _batched(losses, inputs, retain_graph, must_use), "batched"
         except RuntimeError as exc:
             if engine == "batched":
                 raise PolytaskError(f"the batched gradient engine cannot run on this graph: {exc}") from exc
@@ -45,27 +50,43 @@ def task_gradients(
                 RuntimeWarning,
                 stacklevel=3,
             )
-    return _loop(losses, inputs, retain_graph), "loop"
+    return _loop(losses, inputs, retain_graph, must_use), "loop"
 
 
-def _batched(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor]:
+def _check_used(used: Sequence[bool], must_use: int) -> None:
+    if not all(used[:must_use]):
+        raise PolytaskError(
+            "the representation is not part of the losses' graph (a stale z from another forward pass, or a "
+            "detached one?): pass the shared encoder output of this forward pass"
+        )
+
+
+def _batched(
+    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool, must_use: int = 0
+) -> list[torch.Tensor]:
     K = losses.shape[0]
     eye = torch.eye(K, dtype=losses.dtype, device=losses.device)
     grads = torch.autograd.grad(
         losses, inputs, grad_outputs=eye, retain_graph=retain_graph, allow_unused=True, is_grads_batched=True
     )
+    _check_used([g is not None for g in grads], must_use)
     return [
         torch.zeros((K, *x.shape), dtype=x.dtype, device=x.device) if g is None else g for g, x in zip(grads, inputs)
     ]
 
 
-def _loop(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor]:
+def _loop(
+    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool, must_use: int = 0
+) -> list[torch.Tensor]:
     K = losses.shape[0]
     rows: list[list[torch.Tensor]] = [[] for _ in inputs]
+    used = [False] * len(inputs)
     for k in range(K):
         grads = torch.autograd.grad(losses[k], inputs, retain_graph=retain_graph or k < K - 1, allow_unused=True)
         for i, (g, x) in enumerate(zip(grads, inputs)):
+            used[i] = used[i] or g is not None
             rows[i].append(torch.zeros_like(x) if g is None else g)
+    _check_used(used, must_use)
     return [torch.stack(r) for r in rows]
 
 
