@@ -112,7 +112,7 @@ def test_compare_errors_list_valid_names(tmp_path, capsys):
     assert main(["compare", "--archs", "resnet50", "--out", str(tmp_path)]) == 2
     assert "unknown architecture 'resnet50'" in capsys.readouterr().err
     assert main(["compare", "--dataset", "nyuv3", "--out", str(tmp_path)]) == 2
-    assert "unknown dataset 'nyuv3'; valid datasets: multidigits" in capsys.readouterr().err
+    assert "unknown dataset 'nyuv3'; valid datasets: mmoe_synthetic, multidigits" in capsys.readouterr().err
     bad = write_yaml(tmp_path / "bad.yaml", {"epoch": 3})
     assert main(["compare", "--config", bad]) == 2
     assert "unknown config key(s) epoch; valid keys:" in capsys.readouterr().err
@@ -201,3 +201,20 @@ def test_compare_methods_all_runs_every_method(tmp_path, capsys):
     assert main([*args, "--config", cfg, "--out", str(out), "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert {r["method"] for r in results["runs"]} == set(pt.balancing.available())
+
+
+def test_compare_recommender_family_on_mmoe_synthetic(tmp_path):
+    cfg = write_yaml(
+        tmp_path / "r.yaml",
+        {
+            "dataset": "mmoe_synthetic",
+            "dataset_options": {"n_train": 256, "n_val": 64, "n_test": 64},
+            "archs": ["shared_bottom", "omoe", "mmoe", "cgc", "ple"],
+            "methods": ["ew"],
+            "seeds": [0],
+            "epochs": 1,
+        },
+    )
+    assert main(["compare", "--config", cfg, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert {r["arch"] for r in results["runs"]} == {"shared_bottom", "omoe", "mmoe", "cgc", "ple"}

@@ -169,7 +169,7 @@ def test_bad_input_errors_name_the_problem():
         ub.backward(losses_of(model, x, y), shared_params=list(model.encoder.parameters()))
     stale = model.representation
     fresh_losses = losses_of(model, x, y)  # a new forward: the old z is not in this graph
-    with pytest.raises(PolytaskError, match="not part of the losses' graph"):
+    with pytest.raises(PolytaskError, match="representation"):
         ub.backward(fresh_losses, shared_params=list(model.encoder.parameters()), representation=stale)
     partial = {"a": list(model.heads["a"].parameters())}
     with pytest.raises(PolytaskError, match="neither shared_params nor task_params"):

@@ -106,7 +106,8 @@ class GradientBalancer(Balancer):
             if representation is None:
                 raise PolytaskError(
                     f"{self.name}: rep_grad=True needs representation= (e.g. model.representation, the shared "
-                    "encoder output of this forward pass, still in the graph)"
+                    "encoder output of this forward pass, still in the graph); models without one shared "
+                    "representation (MMoE, PLE: gates and experts both read the input) need rep_grad=False"
                 )
             if not representation.requires_grad:
                 raise PolytaskError(f"{self.name}: the representation does not require grad (was it detached?)")
@@ -154,6 +155,8 @@ class GradientBalancer(Balancer):
         shared_ids = {id(p) for p in shared or ()}
         if task_params is None:
             leaves = jac.graph_leaves(stacked, stop_at=representation if self.rep_grad else None)
+            if self.rep_grad:
+                self._check_cut(leaves, shared_ids)
             return [p for p in leaves if id(p) not in shared_ids]
         unknown = [t for t in task_params if t not in self.tasks]
         if unknown:
@@ -169,9 +172,10 @@ class GradientBalancer(Balancer):
         if not self._checked_coverage:  # once: every parameter the losses reach must get a gradient
             self._checked_coverage = True
             stop = representation if self.rep_grad else None
-            missed = [
-                p for p in jac.graph_leaves(stacked, stop_at=stop) if id(p) not in seen and id(p) not in shared_ids
-            ]
+            leaves = jac.graph_leaves(stacked, stop_at=stop)
+            if self.rep_grad:
+                self._check_cut(leaves, shared_ids)
+            missed = [p for p in leaves if id(p) not in seen and id(p) not in shared_ids]
             if missed:
                 shapes = [tuple(p.shape) for p in missed[:5]]
                 raise PolytaskError(
@@ -180,6 +184,17 @@ class GradientBalancer(Balancer):
                     "to let polytask find the task-specific parameters in the graph"
                 )
         return heads
+
+    def _check_cut(self, leaves_above_z: list[torch.Tensor], shared_ids: set[int]) -> None:
+        """In rep-grad mode every path from a shared parameter to the losses must pass through z."""
+        downstream = [p for p in leaves_above_z if id(p) in shared_ids]
+        if downstream:
+            raise PolytaskError(
+                f"{self.name}: rep_grad=True, but {len(downstream)} shared parameter(s) reach the losses without "
+                "passing through the representation (shapes "
+                f"{[tuple(p.shape) for p in downstream[:4]]}); they would get no gradient. Use the parameter mode "
+                "(rep_grad=False), or pass the tensor that all shared computation flows through"
+            )
 
     def get_extra_state(self) -> Any:
         return {}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from polytask.metrics.delta import delta_mtl, relative_gains
-from polytask.metrics.functions import accuracy, auc, log_loss, macro_f1, mae, rmse, rounded_accuracy
+from polytask.metrics.functions import accuracy, auc, log_loss, macro_f1, mae, mse, rmse, rounded_accuracy
 from polytask.registry import Registry
 
 
@@ -31,6 +31,7 @@ for _name, _fn, _hib in [
     ("auc", auc, True),
     ("log_loss", log_loss, False),
     ("mae", mae, False),
+    ("mse", mse, False),
     ("rmse", rmse, False),
     ("rounded_accuracy", rounded_accuracy, True),
 ]:
@@ -60,6 +61,7 @@ __all__ = [
     "log_loss",
     "macro_f1",
     "mae",
+    "mse",
     "relative_gains",
     "rmse",
     "rounded_accuracy",

@@ -69,6 +69,11 @@ def mae(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(np.abs(pred.reshape(target.shape) - target)))
 
 
+def mse(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean squared error."""
+    return float(np.mean((pred.reshape(target.shape) - target) ** 2))
+
+
 def rmse(pred: np.ndarray, target: np.ndarray) -> float:
     """Root mean squared error."""
     return float(np.sqrt(np.mean((pred.reshape(target.shape) - target) ** 2)))

@@ -1,0 +1,154 @@
+"""Recommender models: shapes, gates, ESMM's product, CGC vs MMoE mixing, tabular embeddings, masks."""
+
+import pytest
+import torch
+
+import polytask as pt
+from polytask.errors import PolytaskError, TaskMismatchError
+from polytask.features import CategoricalField, FeatureSpec
+from polytask.models.esmm import product_logit
+
+RECSYS = ["shared_bottom", "omoe", "mmoe", "cgc", "ple"]
+
+
+def tasks(k=3):
+    return [pt.Task(f"t{i}", "binary") for i in range(k)]
+
+
+SPEC = FeatureSpec((CategoricalField("user", 10, 4), CategoricalField("item", 20, 6)), ("price", "age"))
+
+
+def tabular_batch(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.stack([torch.randint(0, 10, (n,), generator=g), torch.randint(0, 20, (n,), generator=g)], 1)
+    return {"categorical": ids, "numerical": torch.randn(n, 2, generator=g)}
+
+
+@pytest.mark.parametrize("arch", RECSYS)
+@pytest.mark.parametrize("k", [1, 3])
+def test_output_shapes_for_k_tasks_dense_and_tabular(arch, k):
+    for shape, x in (((7,), torch.randn(5, 7)), (SPEC, tabular_batch(5))):
+        model = pt.models.create(arch, tasks=tasks(k), input_shape=shape)
+        out = model(x)
+        assert sorted(out) == [f"t{i}" for i in range(k)]
+        assert all(v.shape == (5, 1) for v in out.values())
+        params = {id(p) for p in model.parameters()}
+        split = {id(p) for p in model.shared_parameters()}
+        for t in model.tasks:
+            split |= {id(p) for p in model.task_parameters(t)}
+        assert split == params  # every parameter is shared or belongs to a task
+
+
+@pytest.mark.parametrize("arch", ["omoe", "mmoe", "cgc", "ple"])
+def test_gates_are_distributions(arch):
+    model = pt.models.create(arch, tasks=tasks(3), input_shape=(7,))
+    model(torch.randn(9, 7))
+    for g in model.gates.values():
+        assert torch.all(g >= 0) and torch.allclose(g.sum(dim=1), torch.ones(9))
+    if arch == "omoe":
+        assert model.gates["t0"] is model.gates["t2"]  # one gate for all tasks
+    if arch == "mmoe":
+        assert not torch.allclose(model.gates["t0"], model.gates["t1"])
+
+
+def test_cgc_without_task_experts_is_mmoe_mixing():
+    torch.manual_seed(0)
+    mm = pt.models.create("mmoe", tasks=tasks(2), input_shape=(6,), n_experts=3)
+    cg = pt.models.create("cgc", tasks=tasks(2), input_shape=(6,), specific_experts=0, shared_experts=3)
+    layer = cg.levels[0]
+    for src, dst in zip(mm.experts, layer.shared):
+        dst.load_state_dict(src.state_dict())
+    for t in ("t0", "t1"):
+        layer.task_gates[t].load_state_dict(mm.gate_modules[t].state_dict())
+        cg.towers[t].load_state_dict(mm.towers[t].state_dict())
+    x = torch.randn(8, 6)
+    a, b = mm(x), cg(x)
+    for t in ("t0", "t1"):
+        assert torch.allclose(a[t], b[t], atol=1e-6)
+        assert torch.allclose(mm.gates[t], cg.gates[t])
+
+
+def test_ple_shared_gate_mixes_all_experts_on_non_final_levels():
+    model = pt.models.create("ple", tasks=tasks(2), input_shape=(6,), levels=3, specific_experts=2, shared_experts=1)
+    assert [lvl.shared_gate is None for lvl in model.levels] == [False, False, True]
+    assert model.levels[0].shared_gate.linear.out_features == 2 * 2 + 1
+    assert model.levels[0].task_gates["t0"].linear.out_features == 2 + 1
+
+
+def test_esmm_ctcvr_is_ctr_times_cvr():
+    model = pt.models.create(
+        "esmm", tasks=[pt.Task("ctr", "binary"), pt.Task("ctcvr", "binary")], input_shape=SPEC, towers=(8,)
+    )
+    x = tabular_batch(12)
+    out = model(x)
+    p_ctr, p_ctcvr = torch.sigmoid(out["ctr"]), torch.sigmoid(out["ctcvr"])
+    assert torch.allclose(p_ctcvr, p_ctr * model.pcvr, atol=1e-6)
+    assert torch.allclose(model.predict_cvr(x), model.pcvr)
+    # the log-space product logit is exact even for extreme logits (reference: 50-digit decimals)
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 50
+
+    def exact(a, b):
+        sa, sb = (1 / (1 + (-Decimal(v)).exp()) for v in (a, b))
+        p = sa * sb
+        return float((p / (1 - p)).ln())
+
+    a, b = [-30.0, 0.0, 30.0, 5.0], [2.0, -40.0, 30.0, -3.0]
+    got = product_logit(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
+    assert got.tolist() == pytest.approx([exact(x, y) for x, y in zip(a, b)], rel=1e-12)
+    with pytest.raises(PolytaskError, match="two binary tasks"):
+        pt.models.create("esmm", tasks=tasks(3), input_shape=SPEC)
+
+
+def test_unseen_categories_map_to_oov_never_crash():
+    model = pt.models.create("mmoe", tasks=tasks(2), input_shape=SPEC)
+    x = tabular_batch(4)
+    x["categorical"][0] = torch.tensor([999, -5])  # unseen ids
+    oov = tabular_batch(4)
+    oov["categorical"][0] = torch.tensor([0, 0])
+    assert torch.allclose(model.inputs(x), model.inputs(oov))
+    with pytest.raises(TaskMismatchError, match="categorical inputs"):
+        model({"categorical": x["categorical"][:, :1], "numerical": x["numerical"]})
+    with pytest.raises(TaskMismatchError, match="tabular"):
+        model(torch.randn(4, 3))
+
+
+def test_masked_labels_are_ignored_in_training():
+    data_tasks = tasks(2)
+    model = pt.models.create("mmoe", tasks=data_tasks, input_shape=(5,))
+    x = torch.randn(6, 5)
+    y = {"t0": torch.tensor([1.0, 0, 1, 0, 1, 0]), "t1": torch.tensor([1.0, 1, 0, 0, 1, 1])}
+    mask = torch.tensor([True, True, True, False, False, False])
+    flipped = {**y, "t1": torch.where(mask, y["t1"], 1 - y["t1"]), "t1_mask": mask}
+    a = pt.compute_losses(data_tasks, model(x), {**y, "t1_mask": mask})
+    b = pt.compute_losses(data_tasks, model(x), flipped)
+    assert torch.allclose(a["t1"], b["t1"])  # labels of masked samples change nothing
+
+
+def test_rep_grad_refused_where_the_representation_is_not_a_cut():
+    model = pt.models.create("shared_bottom", tasks=tasks(2), input_shape=(5,))
+    out = model(torch.randn(8, 5))
+    losses = torch.stack([o.pow(2).mean() for o in out.values()])
+    ub = pt.balancing.create("mgda_ub", tasks=["t0", "t1"])
+    ub.backward(losses, shared_params=list(model.shared_parameters()), representation=model.representation)
+    assert all(p.grad is not None for p in model.parameters())
+    mm = pt.models.create("mmoe", tasks=tasks(2), input_shape=(5,))
+    out = mm(torch.randn(8, 5))
+    losses = torch.stack([o.pow(2).mean() for o in out.values()])
+    with pytest.raises(PolytaskError, match="representation"):
+        ub.backward(losses, shared_params=list(mm.shared_parameters()), representation=mm.representation)
+    # the parameter mode works on MMoE
+    pt.balancing.create("mgda", tasks=["t0", "t1"]).backward(losses, shared_params=list(mm.shared_parameters()))
+
+
+def test_mmoe_synthetic_correlation_and_determinism():
+    a = pt.data.create("mmoe_synthetic", p=1.0, seed=3, n_train=2000, n_val=10, n_test=10)
+    b = pt.data.create("mmoe_synthetic", p=1.0, seed=3, n_train=2000, n_val=10, n_test=10)
+    assert torch.equal(a.train.inputs, b.train.inputs)
+    assert a.info["label_correlation"] > 0.95
+    c = pt.data.create("mmoe_synthetic", p=0.0, seed=3, n_train=2000, n_val=10, n_test=10)
+    assert abs(c.info["label_correlation"]) < 0.1
+    assert a.info["alpha"] == c.info["alpha"]  # α, β fixed across seeds and p
+    with pytest.raises(PolytaskError, match="correlation"):
+        pt.data.create("mmoe_synthetic", p=2.0)
