@@ -6,7 +6,14 @@ import pytest
 
 import polytask as pt
 
-MODULES = {"": pt, "models": pt.models, "balancing": pt.balancing, "metrics": pt.metrics, "data": pt.data}
+MODULES = {
+    "": pt,
+    "models": pt.models,
+    "balancing": pt.balancing,
+    "metrics": pt.metrics,
+    "data": pt.data,
+    "features": pt.features,
+}
 
 
 def public_objects():

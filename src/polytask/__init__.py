@@ -7,12 +7,13 @@ balancer = pt.balancing.create("dwa", tasks=[t.name for t in data.tasks])
 result = pt.Trainer(model, data.tasks, balancer, data.train, data.val, data.test, epochs=5).fit()
 """
 
-from polytask import balancing, data, metrics, models
+from polytask import balancing, data, features, metrics, models
 from polytask.errors import (
     CheckpointError,
     ConfigError,
     NonFiniteLossError,
     PolytaskError,
+    SolverError,
     TaskMismatchError,
     UnknownNameError,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "NonFiniteLossError",
     "PolytaskError",
+    "SolverError",
     "Task",
     "TaskMismatchError",
     "TrainResult",
@@ -37,6 +39,7 @@ __all__ = [
     "compute_losses",
     "data",
     "evaluate",
+    "features",
     "metrics",
     "models",
     "seed_everything",

@@ -56,3 +56,6 @@ class FeatureSpec:
 def categorical(names: Sequence[str], vocab_sizes: Sequence[int], embed_dim: int = 8) -> tuple[CategoricalField, ...]:
     """Fields ``names`` with the given vocabulary sizes and one embedding width."""
     return tuple(CategoricalField(n, int(v), embed_dim) for n, v in zip(names, vocab_sizes))
+
+
+__all__ = ["OOV", "CategoricalField", "FeatureSpec", "categorical"]
