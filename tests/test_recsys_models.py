@@ -152,3 +152,31 @@ def test_mmoe_synthetic_correlation_and_determinism():
     assert a.info["alpha"] == c.info["alpha"]  # α, β fixed across seeds and p
     with pytest.raises(PolytaskError, match="correlation"):
         pt.data.create("mmoe_synthetic", p=2.0)
+
+
+def test_funnel_truth_rates_and_esmm_training():
+    data = pt.data.create("funnel", n_users=200, n_items=200, n_train=6000, n_val=1000, n_test=1000, seed=1)
+    again = pt.data.create("funnel", n_users=200, n_items=200, n_train=6000, n_val=1000, n_test=1000, seed=1)
+    assert torch.equal(data.train.inputs["categorical"], again.train.inputs["categorical"])
+    click = data.train.targets["ctr"]
+    conv = data.train.targets["ctcvr"]
+    assert torch.all(conv <= click)  # a conversion needs a click
+    truth = data.info["truth"]["train"]
+    assert abs(click.mean().item() - truth["pctr"].mean()) < 0.01  # labels follow the known probabilities
+    assert data.input_shape.output_dim == 4 * 8 + 2
+    model = pt.models.create("esmm", tasks=data.tasks, input_shape=data.input_shape, towers=(16,))
+    trainer = pt.Trainer(
+        model,
+        data.tasks,
+        pt.balancing.create("ew", tasks=["ctr", "ctcvr"]),
+        data.train,
+        data.val,
+        data.test,
+        epochs=2,
+        batch_size=512,
+        progress=False,
+    )
+    result = trainer.fit()
+    assert 0.0 <= result.test_scores["ctr"]["auc"] <= 1.0 and result.test_scores["ctcvr"]["log_loss"] > 0
+    with pytest.raises(PolytaskError, match="ctr and cvr"):
+        pt.data.create("funnel", ctr=1.5)

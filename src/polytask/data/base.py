@@ -16,26 +16,47 @@ from pathlib import Path
 import torch
 
 from polytask.errors import PolytaskError, TaskMismatchError
+from polytask.features import FeatureSpec
 from polytask.tasks import Task
 
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
+Inputs = torch.Tensor | dict[str, torch.Tensor]
+
+
+def take(inputs: Inputs, index) -> Inputs:
+    """Rows ``index`` (a slice or index tensor) of a tensor or of every tensor in a dict."""
+    if isinstance(inputs, dict):
+        return {k: v[index] for k, v in inputs.items()}
+    return inputs[index]
+
+
+def num_rows(inputs: Inputs) -> int:
+    if isinstance(inputs, dict):
+        sizes = {len(v) for v in inputs.values()}
+        if len(sizes) != 1:
+            raise TaskMismatchError(f"split: input fields have different row counts {sorted(sizes)}")
+        return sizes.pop()
+    return len(inputs)
+
+
 @dataclass
 class Split:
-    """One split held in memory: ``inputs`` (N, ...) and ``targets`` {task: (N,)} (+ optional masks)."""
+    """One split held in memory: ``inputs`` (N, ...) — or a dict of such tensors, e.g. tabular
+    ``{"categorical": (N, C), "numerical": (N, D)}`` — and ``targets`` {task: (N,)} (+ optional masks)."""
 
-    inputs: torch.Tensor
+    inputs: Inputs
     targets: dict[str, torch.Tensor]
 
     def __post_init__(self) -> None:
-        n = len(self.inputs)
+        n = num_rows(self.inputs)
         for name, t in self.targets.items():
             if len(t) != n:
                 raise TaskMismatchError(f"split: target {name!r} has {len(t)} rows, inputs have {n}")
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return num_rows(self.inputs)
 
     def subset(self, tasks: Sequence[str]) -> Split:
         """The same samples with only ``tasks``' targets (and masks)."""
@@ -49,7 +70,7 @@ class MultiTaskData:
 
     name: str
     tasks: list[Task]
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] | FeatureSpec
     train: Split
     val: Split
     test: Split
@@ -108,10 +129,10 @@ class BatchLoader:
         for b in range(len(self)):
             if order is None:
                 sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
-                yield self.split.inputs[sl], {k: v[sl] for k, v in self.split.targets.items()}
+                yield take(self.split.inputs, sl), {k: v[sl] for k, v in self.split.targets.items()}
             else:
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                yield self.split.inputs[idx], {k: v[idx] for k, v in self.split.targets.items()}
+                yield take(self.split.inputs, idx), {k: v[idx] for k, v in self.split.targets.items()}
 
 
 # ------------------------------------------------------------------------------------------ caching

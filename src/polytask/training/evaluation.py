@@ -18,10 +18,18 @@ class EvalResult:
     losses: dict[str, float]  # {task: mean loss over present targets}
 
 
-def move_batch(x: torch.Tensor, targets: dict[str, torch.Tensor], device: torch.device):
-    if x.device == device:
+def move_batch(x, targets: dict[str, torch.Tensor], device: torch.device):
+    """Inputs (a tensor or a dict of tensors, e.g. tabular fields) and targets on ``device``."""
+    if isinstance(x, dict):
+        first = next(iter(x.values()))
+        if first.device == device:
+            return x, targets
+        x = {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    elif x.device == device:
         return x, targets
-    return x.to(device, non_blocking=True), {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+    else:
+        x = x.to(device, non_blocking=True)
+    return x, {k: v.to(device, non_blocking=True) for k, v in targets.items()}
 
 
 @torch.no_grad()
