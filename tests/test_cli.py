@@ -112,7 +112,8 @@ def test_compare_errors_list_valid_names(tmp_path, capsys):
     assert main(["compare", "--archs", "resnet50", "--out", str(tmp_path)]) == 2
     assert "unknown architecture 'resnet50'" in capsys.readouterr().err
     assert main(["compare", "--dataset", "nyuv3", "--out", str(tmp_path)]) == 2
-    assert "unknown dataset 'nyuv3'; valid datasets: mmoe_synthetic, multidigits" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown dataset 'nyuv3'; valid datasets: " in err and "multidigits" in err
     bad = write_yaml(tmp_path / "bad.yaml", {"epoch": 3})
     assert main(["compare", "--config", bad]) == 2
     assert "unknown config key(s) epoch; valid keys:" in capsys.readouterr().err
