@@ -56,8 +56,20 @@ class Registry(Generic[T]):
             )
 
     def create(self, name: str, **kwargs) -> T:
-        """Build ``name``; an option the factory does not take is an error naming it and the valid ones."""
+        """Build ``name``; an option the factory does not take, or a required one not given, is an error
+        naming it."""
         self.check_options(name, kwargs)
+        params = inspect.signature(self.get(name)).parameters.values()
+        required = [
+            p.name
+            for p in params
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs
+        ]
+        if required:
+            raise ConfigError(
+                f"{self.kind} {name!r} needs option(s) {', '.join(required)} "
+                f"(e.g. {self.kind}_options: {{{required[0]}: ...}} in a config file)"
+            )
         return self.get(name)(**kwargs)
 
     def available(self) -> list[str]:
