@@ -180,3 +180,38 @@ def test_funnel_truth_rates_and_esmm_training():
     assert 0.0 <= result.test_scores["ctr"]["auc"] <= 1.0 and result.test_scores["ctcvr"]["log_loss"] > 0
     with pytest.raises(PolytaskError, match="ctr and cvr"):
         pt.data.create("funnel", ctr=1.5)
+
+
+def test_behaviour_sequences_and_dupn():
+    data = pt.data.create("behaviour_sequences", n_train=64, n_val=16, n_test=16, n_items=60, length=8, seed=2)
+    held = pt.data.create(
+        "behaviour_sequences", held_out=True, n_held_out=32, n_val=16, n_test=16, n_items=60, length=8
+    )
+    assert [t.name for t in data.tasks] == ["ctr", "price", "category"] and [t.name for t in held.tasks] == ["shop"]
+    assert not torch.equal(data.test.inputs["item"], held.test.inputs["item"])  # other users
+    model = pt.models.create("dupn", tasks=data.tasks, input_shape=data.input_shape, embed_dim=8, hidden=16)
+    out = model(data.train.inputs)
+    assert out["ctr"].shape == (64, 1) and out["category"].shape == (64, 20)
+    assert model.representation.shape == (64, 16 + 8)
+    assert torch.allclose(model.attention_weights.sum(dim=1), torch.ones(64))
+    # unseen ids are OOV, never a crash; a missing field is a clear error
+    x = {k: v[:4].clone() for k, v in data.train.inputs.items()}
+    x["item"][0, 0] = 10_000
+    model(x)
+    with pytest.raises(TaskMismatchError, match="query"):
+        model({k: v for k, v in x.items() if k != "query"})
+    # rep-grad methods train the encoder through the shared representation (of this forward pass)
+    losses = pt.compute_losses(data.tasks, model(data.train.inputs), data.train.targets)
+    before = [p.detach().clone() for p in model.shared_parameters()]
+    pt.balancing.create("mgda_ub", tasks=[t.name for t in data.tasks]).backward(
+        losses, shared_params=list(model.shared_parameters()), representation=model.representation
+    )
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.shared_parameters()))
+    # the encoder moves to a new task and can be frozen there
+    new = pt.models.create("dupn", tasks=held.tasks, input_shape=held.input_shape, embed_dim=8, hidden=16)
+    new.load_shared(model.shared_state_dict(), freeze=True)
+    assert all(not p.requires_grad for p in new.shared_parameters())
+    assert torch.allclose(new.encode(x), model.encode(x))
+    with pytest.raises(PolytaskError, match="SequenceSpec"):
+        pt.models.create("dupn", tasks=data.tasks, input_shape=(5,))

@@ -53,9 +53,26 @@ class FeatureSpec:
         return FeatureSpec(fields, self.numerical)
 
 
+@dataclass(frozen=True)
+class SequenceSpec:
+    """Behaviour sequences: per row, ``length`` events of (item, category, behaviour type, time-gap bucket)
+    ids and one query-category id; a batch is ``{"item", "category", "behaviour", "gap": (N, L) long,
+    "query": (N,) long}``. Id 0 is padding/OOV in every field."""
+
+    n_items: int
+    n_categories: int
+    n_behaviours: int
+    n_gaps: int
+    length: int
+
+    def __post_init__(self) -> None:
+        if min(self.n_items, self.n_categories, self.n_behaviours, self.n_gaps, self.length) < 1:
+            raise PolytaskError("SequenceSpec: every size must be >= 1")
+
+
 def categorical(names: Sequence[str], vocab_sizes: Sequence[int], embed_dim: int = 8) -> tuple[CategoricalField, ...]:
     """Fields ``names`` with the given vocabulary sizes and one embedding width."""
     return tuple(CategoricalField(n, int(v), embed_dim) for n, v in zip(names, vocab_sizes))
 
 
-__all__ = ["OOV", "CategoricalField", "FeatureSpec", "categorical"]
+__all__ = ["OOV", "CategoricalField", "FeatureSpec", "SequenceSpec", "categorical"]
