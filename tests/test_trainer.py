@@ -199,3 +199,19 @@ def test_same_seed_same_numbers(tiny_data):
     c = make_trainer(tiny_data, "rlw", epochs=2, seed=6).fit()
     assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"] and a.test_scores == b.test_scores
     assert a.history[-1]["train_loss"] != c.history[-1]["train_loss"]
+
+
+def test_early_stopping_with_patience(tiny_data, tmp_path):
+    # lr so small that validation hardly moves: with patience 1 training stops long before 30 epochs
+    trainer = make_trainer(tiny_data, "ew", tmp_path / "es", epochs=30, patience=1)
+    trainer.optimizer.param_groups[0]["lr"] = 1e-9
+    result = trainer.fit()
+    trained = result.extra["epochs_trained"]
+    assert result.extra["stopped_early"] and trained < 30
+    assert trained - result.best_epoch >= 1  # stopped after `patience` epochs without improvement
+    assert len(result.history) == trained
+    # resuming a stopped run does not train further
+    again = make_trainer(tiny_data, "ew", tmp_path / "es", epochs=30, patience=1).fit(resume=True)
+    assert again.extra["epochs_trained"] == trained
+    with pytest.raises(pt.PolytaskError, match="patience"):
+        make_trainer(tiny_data, "ew", tmp_path / "bad", patience=0)

@@ -25,8 +25,11 @@ class TrainSettings:
     device: str = "auto"
     amp: bool = False
     on_nonfinite: str = "raise"
+    patience: int | None = None
 
     def __post_init__(self) -> None:
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1 (epochs without improvement), got {self.patience}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
         if not self.lr > 0:

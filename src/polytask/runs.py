@@ -44,6 +44,7 @@ def train_run(
         device=settings.device,
         amp=settings.amp,
         on_nonfinite=settings.on_nonfinite,
+        patience=settings.patience,
         out_dir=out_dir,
         baseline_val_scores=baseline_val_scores,
         progress=progress,

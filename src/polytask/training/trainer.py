@@ -81,6 +81,8 @@ class Trainer:
             ΔMTL against them (else against the first epoch's validation scores). Primary tasks only;
             test data are never used for selection.
         on_nonfinite: ``raise`` (stop, naming task, epoch and step) or ``skip`` (drop the batch, count it).
+        patience: early stopping — stop after this many epochs without a better validation score (the best
+            epoch is restored either way); ``None`` trains all ``epochs``.
     """
 
     def __init__(
@@ -104,9 +106,13 @@ class Trainer:
         progress: bool = True,
         seed: int = 0,
         eval_batch_size: int = 1024,
+        patience: int | None = None,
     ):
         if epochs < 1:
             raise PolytaskError(f"epochs must be >= 1, got {epochs}")
+        if patience is not None and patience < 1:
+            raise PolytaskError(f"patience must be >= 1 or None, got {patience}")
+        self.patience = patience
         if on_nonfinite not in ("raise", "skip"):
             raise PolytaskError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         names = [t.name for t in tasks]
@@ -166,6 +172,8 @@ class Trainer:
         epoch with the best validation score and evaluate it on the test split."""
         state = self._initial_state(resume)
         for epoch in range(state["epoch"], self.epochs):
+            if self._patience_exhausted(state):  # checked first, so a resumed run stops where it stopped
+                break
             record = self._train_epoch(epoch, state)
             state["history"].append(record)
             state["epoch"] = epoch + 1
@@ -176,6 +184,14 @@ class Trainer:
         return self._finish(state)
 
     # ------------------------------------------------------------------------------------ internals
+    def _patience_exhausted(self, state: dict[str, Any]) -> bool:
+        """True when the last ``patience`` finished epochs brought no better validation score."""
+        return (
+            self.patience is not None
+            and state["epoch"] > 0
+            and state["epoch"] - 1 - state["best_epoch"] >= self.patience
+        )
+
     def _initial_state(self, resume: bool) -> dict[str, Any]:
         if resume:
             if self.checkpoint_path is None:
@@ -350,6 +366,7 @@ class Trainer:
             ms_per_step=1000 * state["train_seconds"] / max(state["steps"], 1),
             skipped_batches=state["skipped"],
             train_seconds=state["train_seconds"],
+            extra={"epochs_trained": state["epoch"], "stopped_early": state["epoch"] < self.epochs},
         )
         if self.out_dir is not None:
             write_json(self.out_dir / "result.json", result.to_dict())
