@@ -38,33 +38,42 @@ def product_logit(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:
 
 
 class ESMM(MultiTaskModel):
-    """Tasks, in order: the CTR task and the CTCVR task (both binary)."""
+    """Tasks, in order: the CTR task and the CTCVR task (both binary). With one binary task it is the
+    single-task baseline of the same design: the embeddings and one tower predicting that task directly."""
 
     def __init__(self, tasks: Sequence[Task], input_shape, towers: Sequence[int] = (200, 80)):
         super().__init__()
-        if len(tasks) != 2 or any(t.kind != "binary" for t in tasks):
+        if len(tasks) == 1 and tasks[0].kind == "binary":  # the single-task baseline: embeddings + one tower
+            self.single = True
+        elif len(tasks) != 2 or any(t.kind != "binary" for t in tasks):
             raise PolytaskError(
                 "esmm needs exactly two binary tasks, in order: CTR (click) and CTCVR (click and conversion); "
                 f"got {[(t.name, t.kind) for t in tasks]}"
             )
+        else:
+            self.single = False
         self.tasks = [t.name for t in tasks]
-        self.ctr_task, self.ctcvr_task = self.tasks
+        self.ctr_task, self.ctcvr_task = self.tasks[0], self.tasks[-1]
         self.inputs = input_encoder(input_shape)
         d = self.inputs.out_features
         self.ctr_tower = tower(d, towers, tasks[0])
-        self.cvr_tower = tower(d, towers, tasks[1])
+        self.cvr_tower = None if self.single else tower(d, towers, tasks[1])
         self.pcvr: torch.Tensor | None = None
 
     def forward(self, x) -> dict[str, torch.Tensor]:
         e = self.inputs(x)
         self.representation = e
         ctr_logit = self.ctr_tower(e)[:, 0]
+        if self.single:
+            return {self.ctr_task: ctr_logit}
         cvr_logit = self.cvr_tower(e)[:, 0]
         self.pcvr = torch.sigmoid(cvr_logit)
         return {self.ctr_task: ctr_logit, self.ctcvr_task: product_logit(ctr_logit, cvr_logit)}
 
     def predict_cvr(self, x) -> torch.Tensor:
         """pCVR for ``x`` (post-click conversion probability)."""
+        if self.single:
+            raise PolytaskError("a single-task esmm (the baseline network) has no CVR tower")
         return torch.sigmoid(self.cvr_tower(self.inputs(x))[:, 0])
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
@@ -72,7 +81,7 @@ class ESMM(MultiTaskModel):
 
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
         self._check_task(task)
-        return (self.ctr_tower if task == self.ctr_task else self.cvr_tower).parameters()
+        return (self.ctr_tower if task == self.ctr_task or self.single else self.cvr_tower).parameters()
 
 
 @register("esmm", "ESMM (Ma et al. 2018): CTR and CVR towers on shared embeddings, pCTCVR = pCTR·pCVR")
