@@ -107,16 +107,6 @@ def flatten(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([g.reshape(K, -1) for g in grads], dim=1)
 
 
-def unflatten(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Split a flat (P,) vector into tensors shaped like ``like`` (each (K, *shape); row shape used)."""
-    out, start = [], 0
-    for g in like:
-        n = g[0].numel()
-        out.append(vector[start : start + n].view_as(g[0]))
-        start += n
-    return out
-
-
 def combine(grads: Sequence[torch.Tensor], weights: torch.Tensor) -> list[torch.Tensor]:
     """Jᵀw per input block: Σ_k w_k ∂L_k/∂x."""
     return [torch.tensordot(weights.to(g.dtype), g, dims=1) for g in grads]
