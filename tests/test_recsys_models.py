@@ -215,3 +215,11 @@ def test_behaviour_sequences_and_dupn():
     assert torch.allclose(new.encode(x), model.encode(x))
     with pytest.raises(PolytaskError, match="SequenceSpec"):
         pt.models.create("dupn", tasks=data.tasks, input_shape=(5,))
+
+
+@pytest.mark.parametrize("arch", RECSYS)
+def test_recommenders_take_behaviour_sequences_by_mean_pooling(arch):
+    data = pt.data.create("behaviour_sequences", n_train=32, n_val=8, n_test=8, n_items=40, length=6)
+    model = pt.models.create(arch, tasks=data.tasks, input_shape=data.input_shape)
+    out = model(data.train.inputs)
+    assert out["category"].shape == (32, 20) and out["ctr"].shape == (32, 1)

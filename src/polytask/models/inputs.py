@@ -1,7 +1,8 @@
 """Input encoders: a batch's inputs -> one dense (N, d) vector per row, for the recommender models.
 
-``input_shape`` is either a tuple (dense inputs, flattened) or a :class:`~polytask.features.FeatureSpec`
-(tabular inputs: one embedding table per categorical field, concatenated with the numerical fields).
+``input_shape`` is a tuple (dense inputs, flattened), a :class:`~polytask.features.FeatureSpec` (tabular
+inputs: one embedding table per categorical field, concatenated with the numerical fields) or a
+:class:`~polytask.features.SequenceSpec` (behaviour sequences, mean-pooled).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from polytask.errors import TaskMismatchError
-from polytask.features import OOV, FeatureSpec
+from polytask.features import OOV, FeatureSpec, SequenceSpec
 
 
 class TabularEmbedding(nn.Module):
@@ -62,6 +63,42 @@ class DenseInput(nn.Module):
         return x.reshape(x.shape[0], -1).float()
 
 
-def input_encoder(input_shape: Sequence[int] | FeatureSpec) -> nn.Module:
+class SequencePooling(nn.Module):
+    """Behaviour sequences -> one vector: per event the sum of item, category, behaviour and gap embeddings,
+    mean-pooled over the sequence, concatenated with the query category's embedding (the mean-pooling
+    baseline to DUPN's LSTM + attention). Out-of-range ids -> 0."""
+
+    FIELDS = ("item", "category", "behaviour", "gap")
+
+    def __init__(self, spec: SequenceSpec, embed_dim: int = 16):
+        super().__init__()
+        sizes = {
+            "item": spec.n_items,
+            "category": spec.n_categories,
+            "behaviour": spec.n_behaviours,
+            "gap": spec.n_gaps,
+        }
+        self.sizes = sizes
+        self.tables = nn.ModuleDict({f: nn.Embedding(n, embed_dim, padding_idx=0) for f, n in sizes.items()})
+        self.out_features = 2 * embed_dim
+
+    def _ids(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        x = x.long()
+        return torch.where((x >= 0) & (x < size), x, torch.zeros_like(x))
+
+    def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        missing = [f for f in (*self.FIELDS, "query") if not isinstance(x, Mapping) or f not in x]
+        if missing:
+            raise TaskMismatchError(f"sequence inputs lack field(s) {missing}")
+        events = sum(self.tables[f](self._ids(x[f], self.sizes[f])) for f in self.FIELDS)
+        query = self.tables["category"](self._ids(x["query"], self.sizes["category"]))
+        return torch.cat([events.mean(dim=1), query], dim=1)
+
+
+def input_encoder(input_shape: Sequence[int] | FeatureSpec | SequenceSpec) -> nn.Module:
     """The encoder for ``input_shape``; ``.out_features`` is the width of its output."""
-    return TabularEmbedding(input_shape) if isinstance(input_shape, FeatureSpec) else DenseInput(input_shape)
+    if isinstance(input_shape, FeatureSpec):
+        return TabularEmbedding(input_shape)
+    if isinstance(input_shape, SequenceSpec):
+        return SequencePooling(input_shape)
+    return DenseInput(input_shape)
