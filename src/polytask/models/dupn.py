@@ -26,6 +26,7 @@ from torch import nn
 from polytask.errors import PolytaskError, TaskMismatchError
 from polytask.features import SequenceSpec
 from polytask.models.base import MultiTaskModel, mlp
+from polytask.models.inputs import oov_ids
 from polytask.models.registry import register
 from polytask.tasks import Task
 
@@ -90,15 +91,8 @@ class DUPN(MultiTaskModel):
         missing = [f for f in FIELDS if f not in x]
         if missing:
             raise TaskMismatchError(f"dupn inputs lack field(s) {missing}; expected {list(FIELDS)}")
-        ids = {f: x[f].long().clamp(min=0) for f in FIELDS}
-        for f, size in (
-            ("item", self.spec.n_items),
-            ("category", self.spec.n_categories),
-            ("behaviour", self.spec.n_behaviours),
-            ("gap", self.spec.n_gaps),
-            ("query", self.spec.n_categories),
-        ):
-            ids[f] = torch.where(ids[f] < size, ids[f], torch.zeros_like(ids[f]))  # unseen -> padding/OOV
+        sizes = {"item": self.spec.n_items, "behaviour": self.spec.n_behaviours, "gap": self.spec.n_gaps}
+        ids = {f: oov_ids(x[f], sizes.get(f, self.spec.n_categories)) for f in FIELDS}  # unseen -> padding/OOV
         item = self.item(ids["item"]) + self.category(ids["category"])
         prop = self.behaviour(ids["behaviour"]) + self.gap(ids["gap"])
         h = self.lstm(item, prop)

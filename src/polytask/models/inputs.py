@@ -17,6 +17,12 @@ from polytask.errors import TaskMismatchError
 from polytask.features import OOV, FeatureSpec, SequenceSpec
 
 
+def oov_ids(ids: torch.Tensor, size: int | torch.Tensor) -> torch.Tensor:
+    """Integer ids with every value outside [0, size) replaced by the OOV/padding id 0."""
+    ids = ids.long()
+    return torch.where((ids >= 0) & (ids < size), ids, torch.full_like(ids, OOV))
+
+
 class TabularEmbedding(nn.Module):
     """Embeds every categorical field (out-of-range ids -> the OOV row 0) and appends the numerical ones."""
 
@@ -36,8 +42,7 @@ class TabularEmbedding(nn.Module):
             if ids is None or ids.dim() != 2 or ids.shape[1] != len(self.spec.categorical):
                 got = None if ids is None else tuple(ids.shape)
                 raise TaskMismatchError(f"categorical inputs: expected (N, {len(self.spec.categorical)}), got {got}")
-            ids = ids.long()
-            ids = torch.where((ids >= 0) & (ids < self.vocab), ids, torch.full_like(ids, OOV))
+            ids = oov_ids(ids, self.vocab)
             parts += [table(ids[:, k]) for k, table in enumerate(self.tables)]
         if self.spec.numerical:
             num = x.get("numerical")
@@ -82,16 +87,12 @@ class SequencePooling(nn.Module):
         self.tables = nn.ModuleDict({f: nn.Embedding(n, embed_dim, padding_idx=0) for f, n in sizes.items()})
         self.out_features = 2 * embed_dim
 
-    def _ids(self, x: torch.Tensor, size: int) -> torch.Tensor:
-        x = x.long()
-        return torch.where((x >= 0) & (x < size), x, torch.zeros_like(x))
-
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
         missing = [f for f in (*self.FIELDS, "query") if not isinstance(x, Mapping) or f not in x]
         if missing:
             raise TaskMismatchError(f"sequence inputs lack field(s) {missing}")
-        events = sum(self.tables[f](self._ids(x[f], self.sizes[f])) for f in self.FIELDS)
-        query = self.tables["category"](self._ids(x["query"], self.sizes["category"]))
+        events = sum(self.tables[f](oov_ids(x[f], self.sizes[f])) for f in self.FIELDS)
+        query = self.tables["category"](oov_ids(x["query"], self.sizes["category"]))
         return torch.cat([events.mean(dim=1), query], dim=1)
 
 

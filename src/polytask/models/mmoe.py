@@ -19,38 +19,13 @@ import torch
 from torch import nn
 
 from polytask.errors import PolytaskError
-from polytask.features import FeatureSpec
+from polytask.features import FeatureSpec, SequenceSpec
 from polytask.models.base import MultiTaskModel
 from polytask.models.experts import Gate, expert, mix, tower
+from polytask.models.hps import HPS
 from polytask.models.inputs import input_encoder
 from polytask.models.registry import register
 from polytask.tasks import Task
-
-
-class SharedBottom(MultiTaskModel):
-    """Input encoder and bottom MLP shared by all tasks, one tower per task (HPS for tabular inputs)."""
-
-    def __init__(
-        self, tasks: Sequence[Task], input_shape, bottom: Sequence[int] = (113,), towers: Sequence[int] = (8,)
-    ):
-        super().__init__()
-        self.tasks = [t.name for t in tasks]
-        self.inputs = input_encoder(input_shape)
-        self.bottom = expert(self.inputs.out_features, bottom)
-        self.towers = nn.ModuleDict({t.name: tower(bottom[-1], towers, t) for t in tasks})
-
-    def forward(self, x) -> dict[str, torch.Tensor]:
-        z = self.bottom(self.inputs(x))
-        self.representation = z
-        return {t: head(z) for t, head in self.towers.items()}
-
-    def shared_parameters(self) -> Iterator[nn.Parameter]:
-        yield from self.inputs.parameters()
-        yield from self.bottom.parameters()
-
-    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
-        self._check_task(task)
-        return self.towers[task].parameters()
 
 
 class MixtureOfExperts(MultiTaskModel):
@@ -107,11 +82,14 @@ class MixtureOfExperts(MultiTaskModel):
 @register("shared_bottom", "Shared-Bottom: shared embeddings + bottom MLP, one tower per task (Caruana 1997)")
 def shared_bottom(
     tasks: Sequence[Task],
-    input_shape: Sequence[int] | FeatureSpec,
+    input_shape: Sequence[int] | FeatureSpec | SequenceSpec,
     bottom: Sequence[int] = (113,),
     towers: Sequence[int] = (8,),
-) -> SharedBottom:
-    return SharedBottom(tasks, input_shape, tuple(bottom), tuple(towers))
+) -> HPS:
+    """Hard parameter sharing over the input encoder (dense, tabular or sequence) and a bottom MLP."""
+    inputs = input_encoder(input_shape)
+    encoder = nn.Sequential(inputs, expert(inputs.out_features, tuple(bottom)))
+    return HPS(encoder, {t.name: tower(bottom[-1], tuple(towers), t) for t in tasks})
 
 
 @register("mmoe", "MMoE (Ma et al. 2018): shared experts, one softmax gate per task")
