@@ -4,6 +4,8 @@ leaderboard.md and report.html.
 
 Baseline convention: for each architecture, the single-task network of the same backbone is trained on
 each task alone with the same settings and seeds; the baseline score of a metric is its mean over seeds.
+The dense designs (Cross-Stitch, NDDR, MTAN, ...) all share one baseline, the plain residual network
+``hps_resnet`` with one task (registered as their ``baseline``), so their ΔMTL values compare directly.
 Each multi-task run's ΔMTL is computed on test against that mean, over primary tasks; the leaderboard
 shows its mean ± sample standard deviation over seeds. Model selection of every run uses validation data.
 """
@@ -26,8 +28,8 @@ from polytask.config import CompareConfig
 from polytask.data import MultiTaskData, cache_dir
 from polytask.data import create as create_dataset
 from polytask.data.base import config_hash
-from polytask.errors import CheckpointError
-from polytask.metrics.delta import delta_mtl
+from polytask.errors import CheckpointError, ConfigError
+from polytask.metrics.delta import defined_directions, delta_mtl
 from polytask.runs import train_run
 from polytask.utils import write_json
 
@@ -53,6 +55,43 @@ def resolve_methods(names: list[str]) -> list[str]:
 
 def resolve_archs(names: list[str]) -> list[str]:
     return _resolve(models.MODELS, names)
+
+
+# the no-option architecture of a dataset: the first of these that can run it
+DEFAULT_ARCHS = ("hps_cnn", "hps_resnet", "mmoe", "dupn", "hps_mlp")
+
+
+def archs_for_data(names: list[str] | None, data: MultiTaskData) -> list[str]:
+    """The architectures to run on ``data``: ``all`` means every compatible one; a named architecture
+    that cannot run the dataset is an error giving the reason; ``None``: the dataset's default."""
+    tasks, shape = data.tasks, data.input_shape
+    if names is None:
+        for name in DEFAULT_ARCHS:
+            if models.incompatibility(name, tasks, shape) is None:
+                return [name]
+        raise ConfigError(f"no default architecture runs dataset {data.name!r}; pass --archs")
+    out: list[str] = []
+    for name in names:
+        if name.lower() == "all":
+            out += [n for n in models.compatible(tasks, shape) if n not in out]
+            continue
+        models.MODELS.get(name)
+        reason = models.incompatibility(name, tasks, shape)
+        if reason is not None:
+            raise ConfigError(
+                f"architecture {name!r} cannot run dataset {data.name!r}: {reason}. "
+                f"Architectures for it: {', '.join(models.compatible(tasks, shape))}"
+            )
+        if name.lower() not in out:
+            out.append(name.lower())
+    return out
+
+
+def baseline_arch(arch: str) -> str:
+    """The architecture whose one-task networks are ``arch``'s single-task baseline: the one registered as
+    its ``baseline`` (the dense designs share the plain residual network, as in Vandenhende et al. 2021,
+    so their ΔMTL values are comparable), else ``arch`` itself."""
+    return models.MODELS.meta(arch).get("baseline", arch)
 
 
 def _scores_from_json(result: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +122,7 @@ class Comparison:
     def __init__(self, config: CompareConfig, progress: bool = True, log: Callable[[str], None] = print):
         self.config = config
         self.methods = resolve_methods(config.methods)
-        self.archs = resolve_archs(config.archs)
+        self.archs = None if config.archs is None else resolve_archs(config.archs)  # names checked now
         for name, opts in config.method_options.items():  # fail on bad options before any training
             balancing.BALANCERS.check_options(name, opts)
         for name, opts in config.arch_options.items():
@@ -142,18 +181,20 @@ class Comparison:
         if c.tasks:
             data = data.select(c.tasks)
         names = [t.name for t in data.tasks]
+        self.archs = archs_for_data(c.archs, data)
+        stl_archs = list(dict.fromkeys(baseline_arch(a) for a in self.archs))
         self.out.mkdir(parents=True, exist_ok=True)
-        total = len(self.archs) * len(c.seeds) * (len(names) + len(self.methods))
+        total = len(c.seeds) * (len(stl_archs) * len(names) + len(self.archs) * len(self.methods))
         bar = tqdm(total=total, desc="runs", disable=not self.progress, dynamic_ncols=True)
         baselines: dict[str, Any] = {}
-        for arch in self.archs:
+        for arch in stl_archs:
             baselines[arch] = self._baseline(data, arch, bar)
         runs: list[dict[str, Any]] = []
         for arch in self.archs:
             for method in self.methods:
                 for seed in c.seeds:
                     bar.set_description(f"{method} / {arch} / seed {seed}")
-                    runs.append(self._mtl_run(data, arch, method, seed, baselines[arch]))
+                    runs.append(self._mtl_run(data, arch, method, seed, baselines[baseline_arch(arch)]))
                     bar.update()
         bar.close()
         results = self._assemble(data, baselines, runs, time.perf_counter() - start)
@@ -196,6 +237,10 @@ class Comparison:
             "val": {t: _mean_scores([r["val_scores"] for r in rs])[t] for t, rs in per_task.items()},
             "params": sum(rs[0]["params"] for rs in per_task.values()),
             "ms_per_step": sum(statistics.fmean(r["ms_per_step"] for r in rs) for rs in per_task.values()),
+            "ms_per_image": sum(
+                statistics.fmean(r.get("extra", {}).get("ms_per_image", float("nan")) for r in rs)
+                for rs in per_task.values()
+            ),
             "runs": {
                 t: [
                     {
@@ -242,11 +287,15 @@ class Comparison:
             ),
         )
         directions = {t.name: t.directions for t in data.tasks if t.role == "primary"}
+        directions, undefined = defined_directions(baseline["test"], directions)
+        if undefined:
+            self.log(f"ΔMTL of {method}/{arch} leaves out {', '.join(undefined)}: the single-task baseline is 0 there")
         return {
             "method": method,
             "arch": arch,
             "seed": seed,
-            "delta_mtl": delta_mtl(res["test_scores"], baseline["test"], directions),
+            "delta_mtl": delta_mtl(res["test_scores"], baseline["test"], directions) if directions else float("nan"),
+            "delta_mtl_excludes": undefined,
             **{
                 k: res[k]
                 for k in (
@@ -259,6 +308,8 @@ class Comparison:
                     "history",
                 )
             },
+            "ms_per_image": res.get("extra", {}).get("ms_per_image"),
+            "baseline_arch": baseline_arch(arch),
         }
 
     def _assemble(self, data: MultiTaskData, baselines: dict, runs: list[dict], seconds: float) -> dict[str, Any]:
@@ -278,6 +329,8 @@ class Comparison:
                         "metrics": metrics,
                         "params": rs[0]["params"],
                         "ms_per_step": statistics.fmean(r["ms_per_step"] for r in rs),
+                        "ms_per_image": _stats([r["ms_per_image"] for r in rs])["mean"],
+                        "baseline_arch": baseline_arch(arch),
                     }
                 )
         summary.sort(key=lambda s: -(s["delta_mtl"]["mean"] if s["delta_mtl"]["mean"] is not None else -1e9))

@@ -65,7 +65,7 @@ class CompareConfig(TrainSettings):
     dataset: str = "multidigits"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     tasks: list[str] | None = None
-    archs: list[str] = field(default_factory=lambda: ["hps_cnn"])
+    archs: list[str] | None = None  # None: the dataset's default architecture (hps_cnn on multidigits)
     arch_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -75,7 +75,7 @@ class CompareConfig(TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.archs or not self.methods or not self.seeds:
+        if self.archs == [] or not self.methods or not self.seeds:
             raise ConfigError("archs, methods and seeds must each name at least one entry")
 
 

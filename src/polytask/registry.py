@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from polytask.errors import ConfigError, UnknownNameError
 
@@ -18,9 +18,13 @@ class Registry(Generic[T]):
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
         self._descriptions: dict[str, str] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str, description: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: ``@REGISTRY.register("ew")`` on a class or factory function."""
+    def register(
+        self, name: str, description: str | None = None, **meta: Any
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: ``@REGISTRY.register("ew")`` on a class or factory function; ``meta``: facts about
+        the entry that callers may filter on (e.g. an architecture's ``inputs``)."""
         key = name.lower()
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
@@ -28,9 +32,15 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._factories[key] = factory
             self._descriptions[key] = description or _first_sentence(factory.__doc__ or "")
+            self._meta[key] = dict(meta)
             return factory
 
         return deco
+
+    def meta(self, name: str) -> dict[str, Any]:
+        """The facts registered with ``name`` (empty when none)."""
+        self.get(name)
+        return self._meta[str(name).lower()]
 
     def get(self, name: str) -> Callable[..., T]:
         key = str(name).lower()

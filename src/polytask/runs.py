@@ -11,7 +11,8 @@ from polytask.config import RunConfig, TrainSettings
 from polytask.data import MultiTaskData
 from polytask.data import create as create_dataset
 from polytask.training import Trainer, TrainResult
-from polytask.utils import seed_everything
+from polytask.training.cost import ms_per_input
+from polytask.utils import seed_everything, write_json
 
 
 def train_run(
@@ -50,7 +51,11 @@ def train_run(
         progress=progress,
         seed=seed,
     )
-    return trainer.fit(resume=resume)
+    result = trainer.fit(resume=resume)
+    result.extra["ms_per_image"] = ms_per_input(model, (data.test or data.val).inputs, trainer.device)
+    if out_dir is not None:
+        write_json(Path(out_dir) / "result.json", result.to_dict())
+    return result
 
 
 def run_from_config(config: RunConfig, resume: bool = False, progress: bool = True) -> TrainResult:

@@ -140,14 +140,17 @@ class Task:
         pred = self._check_shapes(pred, target)
         if complete and mask is None:
             return self._loss_fn(pred, target)
-        if mask is None:  # fast path: one reduction tells whether anything is missing
-            missing = torch.isnan(target).any() if target.is_floating_point() else (target == self.ignore_index).any()
-            if not bool(missing):
-                return self._loss_fn(pred, target)
+        if mask is None and not self.has_missing(target):  # fast path: one reduction
+            return self._loss_fn(pred, target)
         valid = self.valid_mask(target, mask)
         if not bool(valid.any()):
             return pred.sum() * 0.0
         return self._loss_fn(pred[valid], target[valid])
+
+    def has_missing(self, target: torch.Tensor) -> bool:
+        """Whether any target in ``target`` is missing (NaN, or ``ignore_index`` for class targets)."""
+        missing = torch.isnan(target).any() if target.is_floating_point() else (target == self.ignore_index).any()
+        return bool(missing)
 
     def postprocess(self, pred: torch.Tensor) -> torch.Tensor:
         """Raw output -> what metrics read: class probabilities, a positive-class probability, or values."""
@@ -216,7 +219,6 @@ def complete_tasks(tasks: Sequence[Task], targets: Mapping[str, torch.Tensor]) -
         target = targets.get(t.name)
         if target is None or (t.name + "_mask") in targets:
             continue
-        missing = torch.isnan(target).any() if target.is_floating_point() else (target == t.ignore_index).any()
-        if not bool(missing):
+        if not t.has_missing(target):
             done.add(t.name)
     return frozenset(done)

@@ -77,6 +77,7 @@ def box_qp(Q: np.ndarray, q: np.ndarray, simplex: bool = False, tol: float = 1e-
     else:
         x = np.zeros(K)
         free = []
+
     def objective(v: np.ndarray) -> float:
         return 0.5 * float(v @ Qs @ v) + float(qs @ v)
 

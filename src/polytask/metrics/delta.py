@@ -63,3 +63,18 @@ def delta_mtl(scores: Scores, baseline_scores: Scores, directions: Directions) -
     """
     gains = relative_gains(scores, baseline_scores, directions)
     return sum(gains.values()) / len(gains)
+
+
+def defined_directions(baseline_scores: Scores, directions: Directions) -> tuple[dict, list[str]]:
+    """``directions`` without the metrics whose baseline is zero or not finite (no relative change is
+    defined for them), and the dropped ``task/metric`` names; a task left with no metric is dropped."""
+    kept: dict[str, dict] = {}
+    dropped: list[str] = []
+    for task, dirs in directions.items():
+        for metric, d in dirs.items():
+            b = baseline_scores.get(task, {}).get(metric)
+            if b is None or not math.isfinite(float(b)) or float(b) == 0.0:
+                dropped.append(f"{task}/{metric}")
+            else:
+                kept.setdefault(task, {})[metric] = d
+    return kept, dropped

@@ -8,11 +8,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from polytask.features import FeatureSpec, SequenceSpec
-from polytask.models import dupn as _dupn  # noqa: F401  (registers)
+from polytask.models import cross_stitch as _cross_stitch  # noqa: F401  (registers)
+from polytask.models import dupn as _dupn  # noqa: F401
 from polytask.models import esmm as _esmm  # noqa: F401
 from polytask.models import hps as _hps  # noqa: F401
 from polytask.models import mmoe as _mmoe  # noqa: F401
+from polytask.models import mtan as _mtan  # noqa: F401
+from polytask.models import nddr as _nddr  # noqa: F401
 from polytask.models import ple as _ple  # noqa: F401
+from polytask.models import soft_sharing as _soft_sharing  # noqa: F401
 from polytask.models.backbones import MLPBackbone, SmallCNN
 from polytask.models.base import MultiTaskModel, count_parameters
 from polytask.models.hps import HPS
@@ -32,4 +36,53 @@ def available() -> list[str]:
     return MODELS.available()
 
 
-__all__ = ["HPS", "MODELS", "MLPBackbone", "MultiTaskModel", "SmallCNN", "available", "count_parameters", "create"]
+def input_kind(input_shape: Sequence[int] | FeatureSpec | SequenceSpec) -> str:
+    """``tabular``, ``sequence``, ``image`` (C, H, W) or ``vector``: what an architecture's ``inputs`` name."""
+    if isinstance(input_shape, FeatureSpec):
+        return "tabular"
+    if isinstance(input_shape, SequenceSpec):
+        return "sequence"
+    return "image" if len(tuple(input_shape)) == 3 else "vector"
+
+
+def incompatibility(
+    name: str, tasks: Sequence[Task], input_shape: Sequence[int] | FeatureSpec | SequenceSpec, build: bool = True
+) -> str | None:
+    """Why architecture ``name`` cannot run ``tasks`` on ``input_shape`` (None when it can). Checks the
+    registered input kinds and dense-task support, then (``build``) that the model can be built."""
+    from polytask.dense import DenseTask
+    from polytask.errors import PolytaskError
+
+    meta = MODELS.meta(name)
+    kind = input_kind(input_shape)
+    if kind not in meta.get("inputs", ()):
+        return f"takes {'/'.join(meta.get('inputs', ()))} inputs, not {kind}"
+    dense = [t.name for t in tasks if isinstance(t, DenseTask)]
+    if dense and not meta.get("dense", False):
+        return f"has no per-pixel heads for dense task(s) {dense}"
+    if build:
+        try:
+            create(name, tasks=tasks, input_shape=input_shape)
+        except PolytaskError as exc:
+            return str(exc)
+    return None
+
+
+def compatible(tasks: Sequence[Task], input_shape: Sequence[int] | FeatureSpec | SequenceSpec) -> list[str]:
+    """The architectures that can run ``tasks`` on ``input_shape`` (what ``--archs all`` means)."""
+    return [n for n in available() if incompatibility(n, tasks, input_shape) is None]
+
+
+__all__ = [
+    "HPS",
+    "MODELS",
+    "MLPBackbone",
+    "MultiTaskModel",
+    "SmallCNN",
+    "available",
+    "compatible",
+    "count_parameters",
+    "create",
+    "incompatibility",
+    "input_kind",
+]

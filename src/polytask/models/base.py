@@ -33,6 +33,16 @@ class MultiTaskModel(nn.Module):
         """Parameters used by ``task`` only (θ_k)."""
         raise NotImplementedError
 
+    def regularization(self) -> torch.Tensor | None:
+        """An extra loss term of the architecture itself (e.g. soft sharing's coupling penalty), added to
+        the training objective outside task balancing; ``None`` when the design has none. Training loops
+        call ``model.regularization().backward()`` next to the balancer's backward."""
+        return None
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups (a design may train some parameters at a multiple of ``lr``)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
     def task_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """{task: its own parameters}, the ``task_params`` argument of ``Balancer.backward``."""
         return {t: list(self.task_parameters(t)) for t in self.tasks}

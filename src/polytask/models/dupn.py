@@ -143,7 +143,12 @@ class DUPN(MultiTaskModel):
                 p.requires_grad_(False)
 
 
-@register("dupn", "DUPN (Ni et al. 2018): behaviour sequence -> property-gated LSTM -> query attention -> heads")
+@register(
+    "dupn",
+    "DUPN (Ni et al. 2018): behaviour sequence -> property-gated LSTM -> query attention -> heads",
+    inputs=("sequence",),
+    dense=False,
+)
 def dupn(
     tasks: Sequence[Task],
     input_shape: SequenceSpec,

@@ -84,6 +84,11 @@ class ESMM(MultiTaskModel):
         return (self.ctr_tower if task == self.ctr_task or self.single else self.cvr_tower).parameters()
 
 
-@register("esmm", "ESMM (Ma et al. 2018): CTR and CVR towers on shared embeddings, pCTCVR = pCTR·pCVR")
+@register(
+    "esmm",
+    "ESMM (Ma et al. 2018): CTR and CVR towers on shared embeddings, pCTCVR = pCTR·pCVR",
+    inputs=("vector", "tabular", "sequence"),
+    dense=False,
+)
 def esmm(tasks: Sequence[Task], input_shape: Sequence[int] | FeatureSpec, towers: Sequence[int] = (200, 80)) -> ESMM:
     return ESMM(tasks, input_shape, tuple(towers))

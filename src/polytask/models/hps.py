@@ -14,6 +14,7 @@ from torch import nn
 from polytask.errors import PolytaskError
 from polytask.models.backbones import MLPBackbone, SmallCNN
 from polytask.models.base import MultiTaskModel, mlp
+from polytask.models.conv import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResTrunk, check_image_shape, task_head
 from polytask.models.registry import register
 from polytask.tasks import Task
 
@@ -48,7 +49,12 @@ def make_heads(tasks: Sequence[Task], in_features: int, head_hidden: int) -> dic
     return {t.name: mlp([*sizes, t.out_features]) for t in tasks}
 
 
-@register("hps_mlp", "Hard parameter sharing, MLP encoder (flattened input) + per-task heads")
+@register(
+    "hps_mlp",
+    "Hard parameter sharing, MLP encoder (flattened input) + per-task heads",
+    inputs=("vector", "image"),
+    dense=False,
+)
 def hps_mlp(
     tasks: Sequence[Task],
     input_shape: Sequence[int],
@@ -60,7 +66,12 @@ def hps_mlp(
     return HPS(encoder, make_heads(tasks, encoder.out_features, head_hidden))
 
 
-@register("hps_cnn", "Hard parameter sharing, small CNN encoder + per-task heads")
+@register(
+    "hps_cnn",
+    "Hard parameter sharing, small CNN encoder + per-task heads",
+    inputs=("image",),
+    dense=False,
+)
 def hps_cnn(
     tasks: Sequence[Task],
     input_shape: Sequence[int],
@@ -70,3 +81,23 @@ def hps_cnn(
 ) -> HPS:
     encoder = SmallCNN(input_shape, channels, hidden)
     return HPS(encoder, make_heads(tasks, encoder.out_features, head_hidden))
+
+
+@register(
+    "hps_resnet",
+    "Hard parameter sharing, small residual trunk + per-task conv (dense) or pooled heads",
+    inputs=("image",),
+    dense=True,
+)
+def hps_resnet(
+    tasks: Sequence[Task],
+    input_shape: Sequence[int],
+    widths: Sequence[int] = DEFAULT_WIDTHS,
+    strides: Sequence[int] = DEFAULT_STRIDES,
+    blocks: int = 2,
+    head_hidden: int = 32,
+) -> HPS:
+    """The vision baseline (and, with one task, the single-task network) of the dense architectures."""
+    c, h, w = check_image_shape(input_shape, "hps_resnet")
+    trunk = ResTrunk(c, widths, strides, blocks)
+    return HPS(trunk, {t.name: task_head(t, trunk.out_channels, (h, w), head_hidden) for t in tasks})

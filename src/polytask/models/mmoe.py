@@ -79,7 +79,12 @@ class MixtureOfExperts(MultiTaskModel):
             yield from self.gate_modules[task].parameters()
 
 
-@register("shared_bottom", "Shared-Bottom: shared embeddings + bottom MLP, one tower per task (Caruana 1997)")
+@register(
+    "shared_bottom",
+    "Shared-Bottom: shared embeddings + bottom MLP, one tower per task (Caruana 1997)",
+    inputs=("vector", "tabular", "sequence"),
+    dense=False,
+)
 def shared_bottom(
     tasks: Sequence[Task],
     input_shape: Sequence[int] | FeatureSpec | SequenceSpec,
@@ -92,7 +97,12 @@ def shared_bottom(
     return HPS(encoder, {t.name: tower(bottom[-1], tuple(towers), t) for t in tasks})
 
 
-@register("mmoe", "MMoE (Ma et al. 2018): shared experts, one softmax gate per task")
+@register(
+    "mmoe",
+    "MMoE (Ma et al. 2018): shared experts, one softmax gate per task",
+    inputs=("vector", "tabular", "sequence"),
+    dense=False,
+)
 def mmoe(
     tasks: Sequence[Task],
     input_shape: Sequence[int] | FeatureSpec,
@@ -103,7 +113,12 @@ def mmoe(
     return MixtureOfExperts(tasks, input_shape, n_experts, tuple(experts), tuple(towers), gate_per_task=True)
 
 
-@register("omoe", "OMoE (Ma et al. 2018): shared experts, one softmax gate shared by all tasks")
+@register(
+    "omoe",
+    "OMoE (Ma et al. 2018): shared experts, one softmax gate shared by all tasks",
+    inputs=("vector", "tabular", "sequence"),
+    dense=False,
+)
 def omoe(
     tasks: Sequence[Task],
     input_shape: Sequence[int] | FeatureSpec,

@@ -107,7 +107,12 @@ class PLE(MultiTaskModel):
         yield from self.towers[task].parameters()
 
 
-@register("cgc", "CGC (Tang et al. 2020): task-specific + shared experts, each task's gate mixes its own and shared")
+@register(
+    "cgc",
+    "CGC (Tang et al. 2020): task-specific + shared experts, each task's gate mixes its own and shared",
+    inputs=("vector", "tabular", "sequence"),
+    dense=False,
+)
 def cgc(
     tasks: Sequence[Task],
     input_shape: Sequence[int] | FeatureSpec,
@@ -119,7 +124,12 @@ def cgc(
     return PLE(tasks, input_shape, 1, specific_experts, shared_experts, tuple(experts), tuple(towers))
 
 
-@register("ple", "PLE (Tang et al. 2020): stacked CGC levels, a shared gate over all experts on non-final levels")
+@register(
+    "ple",
+    "PLE (Tang et al. 2020): stacked CGC levels, a shared gate over all experts on non-final levels",
+    inputs=("vector", "tabular", "sequence"),
+    dense=False,
+)
 def ple(
     tasks: Sequence[Task],
     input_shape: Sequence[int] | FeatureSpec,

@@ -9,7 +9,7 @@ from typing import Any
 from polytask.errors import PolytaskError
 from polytask.report.html import render_html
 from polytask.report.leaderboard import leaderboard_markdown, leaderboard_rows, markdown_table
-from polytask.report.plots import delta_bars, loss_curves, weight_trajectories
+from polytask.report.plots import delta_bars, delta_vs_params, loss_curves, weight_trajectories
 from polytask.utils import atomic_write
 
 
@@ -18,11 +18,11 @@ def write_report(results: dict[str, Any], out: str | Path) -> dict[str, Path]:
     out = Path(out)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "ΔMTL vs single-task (mean ± std over seeds)": delta_bars(results, plots / "delta_mtl.png"),
-        "Loss curves per task": loss_curves(results, plots / "loss_curves.png"),
-        "Task-weight trajectories": weight_trajectories(results, plots / "task_weights.png"),
-    }
+    figures = {"ΔMTL vs single-task (mean ± std over seeds)": delta_bars(results, plots / "delta_mtl.png")}
+    if len({s["arch"] for s in results["summary"]}) > 1:  # the efficiency-accuracy view compares architectures
+        figures["ΔMTL against parameters"] = delta_vs_params(results, plots / "delta_vs_params.png")
+    figures["Loss curves per task"] = loss_curves(results, plots / "loss_curves.png")
+    figures["Task-weight trajectories"] = weight_trajectories(results, plots / "task_weights.png")
     md = leaderboard_markdown(results)
     page = render_html(results, figures)
     atomic_write(out / "leaderboard.md", lambda f: f.write(md.encode()))

@@ -14,6 +14,10 @@ def fmt(stats: dict[str, Any], digits: int = 3) -> str:
     return text + (f" ± {stats['std']:.{digits}f}" if stats.get("std") is not None else "")
 
 
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
 def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     tasks = results["tasks"]
     columns = [(t["name"], m) for t in tasks for m in t["metrics"]]
@@ -24,20 +28,20 @@ def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]
             f"{task} {_SHORT.get(m, m)} {arrow[next(t for t in tasks if t['name'] == task)['metrics'][m]]}"
             for task, m in columns
         ]
-        + ["params", "ms/step"]
+        + ["params", "ms/step", "ms/image"]
     )
     rows = []
     for s in results["summary"]:
         rows.append(
             [s["method"], s["arch"], fmt(s["delta_mtl"], 2)]
             + [fmt(s["metrics"][t][m]) for t, m in columns]
-            + [f"{s['params']:,}", f"{s['ms_per_step']:.2f}"]
+            + [f"{s['params']:,}", f"{s['ms_per_step']:.2f}", _ms(s.get("ms_per_image"))]
         )
     for arch, base in results["baselines"].items():
         rows.append(
             ["single-task", arch, "0 (ref.)"]
             + [f"{base['test'][t][m]:.3f}" for t, m in columns]
-            + [f"{base['params']:,}", f"{base['ms_per_step']:.2f}"]
+            + [f"{base['params']:,}", f"{base['ms_per_step']:.2f}", _ms(base.get("ms_per_image"))]
         )
     return header, rows
 
@@ -55,8 +59,9 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
     legend = (
         f"Dataset `{results['dataset']}`, {len(seeds)} seed(s) {seeds}, {results['config']['epochs']} epochs. "
         "Test metrics of the epoch selected on validation, mean ± std over seeds. "
-        "ΔMTL: mean relative gain over the single-task baseline of the same architecture (mean over seeds), "
-        "in percent, **positive = better than single-task**. Single-task params and ms/step are the sums over "
-        "the one-task networks."
+        "ΔMTL: mean relative gain over the single-task baseline (the `single-task` row of the architecture's "
+        "baseline network, mean over seeds), in percent, **positive = better than single-task**. "
+        "ms/step: training step; ms/image: inference (eval mode, batch 64). Single-task params, ms/step and "
+        "ms/image are the sums over the one-task networks."
     )
     return f"# polytask leaderboard\n\n{legend}\n\n{markdown_table(header, rows)}\n"

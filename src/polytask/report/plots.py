@@ -103,3 +103,34 @@ def delta_bars(results: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def delta_vs_params(results: dict[str, Any], path: Path) -> Path:
+    """ΔMTL (mean ± std over seeds) against the number of parameters, one point per method x architecture,
+    the single-task baselines (sum of the one-task networks) at ΔMTL = 0: the efficiency-accuracy view."""
+    summary = results["summary"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    markers = "osD^v<>phX*"
+    methods = sorted({s["method"] for s in summary})
+    for s in summary:
+        mean = s["delta_mtl"]["mean"]
+        if mean is None:
+            continue
+        m = markers[methods.index(s["method"]) % len(markers)]
+        ax.errorbar(s["params"], mean, yerr=s["delta_mtl"]["std"] or 0.0, fmt=m, capsize=3, alpha=0.85)
+        label = s["arch"] if len(methods) == 1 else f"{s['method']}/{s['arch']}"
+        ax.annotate(label, (s["params"], mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for arch, base in results["baselines"].items():
+        ax.plot(base["params"], 0.0, "k*", markersize=10)
+        ax.annotate(
+            f"single-task ({arch})", (base["params"], 0.0), textcoords="offset points", xytext=(5, -10), fontsize=8
+        )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("ΔMTL % vs single-task (↑ better)")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from polytask.metrics.dense import add_stats
 from polytask.tasks import Task, check_outputs
 
 
@@ -40,6 +41,8 @@ def evaluate(
     device = torch.device(device)
     was_training = model.training
     model.eval()
+    streaming = {t.name for t in tasks if hasattr(t, "batch_stats")}  # dense tasks: summed statistics
+    stats: dict[str, dict | None] = dict.fromkeys(streaming)
     preds: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
     targs: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
     valids: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
@@ -59,6 +62,10 @@ def evaluate(
                 if n:
                     loss_sum[t.name] += float(t.compute_loss(p, y, targets.get(t.name + "_mask"))) * n
                     count[t.name] += n
+                if t.name in streaming:
+                    batch = t.batch_stats(t.postprocess(p), y, valid)
+                    stats[t.name] = add_stats(stats[t.name], {k: v.cpu() for k, v in batch.items()})
+                    continue
                 preds[t.name].append(t.postprocess(p).cpu())
                 targs[t.name].append(y.cpu())
                 valids[t.name].append(valid.cpu())
@@ -66,6 +73,9 @@ def evaluate(
         model.train(was_training)
     scores = {}
     for t in tasks:
+        if t.name in streaming:
+            scores[t.name] = t.scores(stats[t.name]) if stats[t.name] is not None else t.evaluate_empty()
+            continue
         p = torch.cat(preds[t.name]).numpy()
         y = torch.cat(targs[t.name]).numpy()
         v = torch.cat(valids[t.name]).numpy().astype(bool)

@@ -135,8 +135,11 @@ class Trainer:
         self.train_batches = self._batches(train, batch_size, shuffle=True)
         self.val_batches = self._batches(val, eval_batch_size, shuffle=False)
         self.test_batches = None if test is None else self._batches(test, eval_batch_size, shuffle=False)
-        params = list(model.parameters()) + list(balancer.parameters())
-        self.optimizer = optimizer or torch.optim.Adam(params, lr=lr)
+        groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+        balancer_params = list(balancer.parameters())
+        self.optimizer = optimizer or torch.optim.Adam(
+            groups + ([{"params": balancer_params}] if balancer_params else []), lr=lr
+        )
         in_opt = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
         if any(id(p) not in in_opt for p in balancer.parameters()):
             raise PolytaskError(
@@ -284,6 +287,11 @@ class Trainer:
             losses = compute_losses(self.tasks, outputs, targets, self.complete)
             stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
             opt.zero_grad(set_to_none=True)
+            regularization = model.regularization() if hasattr(model, "regularization") else None
+            if regularization is not None:  # the architecture's own penalty, outside task balancing
+                if not torch.isfinite(regularization):
+                    raise NonFiniteLossError(["(architecture regularisation)"], f"epoch {epoch + 1}, step {step + 1}")
+                regularization.backward(retain_graph=True)
             try:
                 weights = balancer.backward(
                     stacked,

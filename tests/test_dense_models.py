@@ -1,0 +1,236 @@
+"""The ``scenes`` dataset and the vision architectures: shapes, the papers' initial states, parameter
+growth in K, penalties worked out by hand, and the compare integration."""
+
+import numpy as np
+import pytest
+import torch
+
+import polytask as pt
+from polytask.compare import archs_for_data
+from polytask.data.scenes import build_arrays
+from polytask.dense import DenseTask
+from polytask.errors import ConfigError
+from polytask.models.base import count_parameters
+from polytask.models.soft_sharing import l2_coupling, trace_norm
+from polytask.tasks import Task
+
+DENSE_ARCHS = ["hps_resnet", "soft_sharing", "cross_stitch", "nddr", "mtan"]
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return pt.data.create("scenes", n_train=24, n_val=8, n_test=8, size=16)
+
+
+# ------------------------------------------------------------------------------ the dataset
+def test_scenes_labels_are_consistent_and_deterministic():
+    a = build_arrays(20, 1, 1, 32, 60.0, 0.0, seed=3)
+    b = build_arrays(20, 1, 1, 32, 60.0, 0.0, seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    seg, depth, normals, edges = a["train_seg"], a["train_depth"], a["train_normals"], a["train_edges"]
+    assert a["train_image"].shape == (20, 3, 32, 32) and a["train_image"].min() >= 0 and a["train_image"].max() <= 1
+    assert set(np.unique(seg)) <= {0, 1, 2, 3, 4, 255} and {0, 1} <= set(np.unique(seg))
+    # label ambiguity only on edges: ignored classes, invalid depth and invalid normals are edge pixels
+    invalid_normals = np.abs(normals).sum(1) == 0
+    assert np.all(edges[seg == 255] == 1) and np.all(edges[depth == 0] == 1) and np.all(edges[invalid_normals] == 1)
+    valid = ~invalid_normals
+    assert np.allclose(np.linalg.norm(normals.transpose(0, 2, 3, 1)[valid], axis=-1), 1, atol=1e-5)
+    # floor pixels face up, wall pixels face the camera, and a wall is a plane of constant depth
+    floor = (seg == 0) & valid
+    wall = (seg == 1) & valid
+    assert np.allclose(normals.transpose(0, 2, 3, 1)[floor], [0, 1, 0], atol=1e-5)
+    assert np.allclose(normals.transpose(0, 2, 3, 1)[wall], [0, 0, -1], atol=1e-5)
+    for i in range(20):
+        z = depth[i][wall[i] & (depth[i] > 0)]
+        assert z.max() - z.min() < 1e-4
+    assert 0.03 < edges.mean() < 0.2
+
+
+def test_scenes_tasks_and_bad_options(scenes):
+    assert [t.name for t in scenes.tasks] == ["seg", "depth", "normals", "edges"]
+    assert scenes.input_shape == (3, 16, 16)
+    with pytest.raises(pt.PolytaskError, match="class_colour"):
+        pt.data.create("scenes", class_colour=2.0)
+
+
+# ------------------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("arch", DENSE_ARCHS)
+def test_dense_architectures_shapes_on_scenes_and_multidigits(arch, scenes, tiny_data):
+    torch.manual_seed(0)
+    model = pt.models.create(arch, tasks=scenes.tasks, input_shape=scenes.input_shape)
+    out = model(scenes.train.inputs[:3])
+    assert out["seg"].shape == (3, 5, 16, 16) and out["depth"].shape == (3, 1, 16, 16)
+    assert out["normals"].shape == (3, 3, 16, 16) and out["edges"].shape == (3, 1, 16, 16)
+    losses = pt.compute_losses(scenes.tasks, out, {k: v[:3] for k, v in scenes.train.targets.items()})
+    assert all(torch.isfinite(v) for v in losses.values())
+    model = pt.models.create(arch, tasks=tiny_data.tasks, input_shape=tiny_data.input_shape)
+    out = model(tiny_data.train.inputs[:3])
+    assert out["left"].shape == (3, 10) and out["sum"].shape == (3, 1)
+    # every parameter is either shared or belongs to a task
+    groups = [list(model.shared_parameters()), *model.task_parameter_groups().values()]
+    seen = {id(p) for g in groups for p in g}
+    assert all(id(p) in seen for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------ initial states
+def _copy_columns(dst, src):
+    state = {k: v for k, v in src.state_dict().items() if not k.startswith("fusions")}
+    missing, unexpected = dst.load_state_dict(state, strict=False)
+    assert all(k.startswith("fusions") for k in missing + unexpected)
+
+
+def test_cross_stitch_with_identity_units_equals_independent_networks(scenes):
+    torch.manual_seed(0)
+    stitch = pt.models.create("cross_stitch", tasks=scenes.tasks, input_shape=scenes.input_shape, alpha=1.0).eval()
+    independent = pt.models.create("soft_sharing", tasks=scenes.tasks, input_shape=scenes.input_shape, weight=0.0)
+    _copy_columns(independent, stitch)
+    x = scenes.train.inputs[:4]
+    a, b = stitch(x), independent.eval()(x)
+    assert all(torch.allclose(a[t], b[t], atol=1e-6) for t in a)
+    # and an off-identity unit does mix the columns
+    mixed = pt.models.create("cross_stitch", tasks=scenes.tasks, input_shape=scenes.input_shape, alpha=0.9).eval()
+    _copy_columns(mixed, stitch)
+    assert not torch.allclose(mixed(x)["seg"], a["seg"], atol=1e-4)
+
+
+def test_cross_stitch_init_rows_sum_to_one():
+    from polytask.models.cross_stitch import stitch_init
+
+    a = stitch_init(4, 0.7)
+    assert torch.allclose(a.sum(1), torch.ones(4)) and a[0, 0] == pytest.approx(0.7) and a[0, 1] == pytest.approx(0.1)
+    assert torch.allclose(stitch_init(2, 0.9), torch.tensor([[0.9, 0.1], [0.1, 0.9]]))
+
+
+def test_nddr_with_diagonal_blocks_equals_cross_stitch(scenes):
+    """NDDR's initial 1x1 weights are diag(α), diag(β) blocks (zero off the block diagonals): with BN at its
+    initial eval state (identity up to sqrt(1 + eps)) and non-negative inputs it computes the cross-stitch."""
+    torch.manual_seed(0)
+    stitch = pt.models.create("cross_stitch", tasks=scenes.tasks, input_shape=scenes.input_shape, alpha=0.8).eval()
+    nddr = pt.models.create("nddr", tasks=scenes.tasks, input_shape=scenes.input_shape, alpha=0.8)
+    _copy_columns(nddr, stitch)
+    nddr.eval()
+    x = scenes.train.inputs[:4]
+    a, b = stitch(x), nddr(x)
+    assert all(torch.allclose(a[t], b[t], rtol=1e-3, atol=1e-4) for t in a)
+    w = nddr.fusions[0].reduce[1].weight[:, :, 0, 0]  # task 1's reduction of [x_0, x_1, x_2, x_3]
+    c = w.shape[0]
+    assert torch.allclose(w[:, c : 2 * c], 0.8 * torch.eye(c)) and torch.allclose(w[:, :c], (0.2 / 3) * torch.eye(c))
+
+
+def test_soft_sharing_without_penalty_equals_single_task_networks(scenes):
+    torch.manual_seed(0)
+    soft = pt.models.create("soft_sharing", tasks=scenes.tasks, input_shape=scenes.input_shape, weight=0.0).eval()
+    assert soft.regularization() is None
+    x = scenes.train.inputs[:4]
+    out = soft(x)
+    for k, task in enumerate(scenes.tasks):
+        single = pt.models.create("hps_resnet", tasks=[task], input_shape=scenes.input_shape)
+        state = {
+            **{f"encoder.{n}": v for n, v in soft.columns[k].state_dict().items()},
+            **{f"heads.{task.name}.{n}": v for n, v in soft.heads[task.name].state_dict().items()},
+        }
+        single.load_state_dict(state)
+        assert torch.allclose(single.eval()(x)[task.name], out[task.name], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ penalties by hand
+def test_coupling_penalties_by_hand():
+    w = [torch.tensor([1.0, 2.0]), torch.tensor([3.0, 0.0]), torch.tensor([1.0, 1.0])]
+    assert l2_coupling(w).item() == pytest.approx(8 + 1 + 5)
+    assert trace_norm([torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0])]).item() == pytest.approx(7.0)
+
+
+def test_soft_sharing_regularization_is_the_weighted_layer_sum(scenes):
+    for penalty, fn in (("l2", l2_coupling), ("trace", trace_norm)):
+        model = pt.models.create(
+            "soft_sharing", tasks=scenes.tasks, input_shape=scenes.input_shape, penalty=penalty, weight=0.5
+        )
+        layers = model.coupled_weights()
+        assert len(layers) == sum(1 for p in model.columns[0].parameters() if p.dim() == 4)
+        expected = 0.5 * sum(fn(layer) for layer in layers)
+        assert model.regularization().item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_trainer_applies_the_coupling_penalty(scenes):
+    """With a strong penalty the task networks end closer together than without it."""
+
+    def spread(weight: float) -> float:
+        pt.utils.seed_everything(0)
+        model = pt.models.create("soft_sharing", tasks=scenes.tasks, input_shape=scenes.input_shape, weight=weight)
+        trainer = pt.Trainer(
+            model,
+            scenes.tasks,
+            pt.balancing.create("ew", tasks=[t.name for t in scenes.tasks]),
+            scenes.train,
+            scenes.val,
+            epochs=2,
+            batch_size=8,
+            progress=False,
+            lr=1e-2,
+        )
+        trainer.fit()
+        with torch.no_grad():
+            return float(sum(l2_coupling(layer) for layer in model.coupled_weights()))
+
+    assert spread(1.0) < 0.5 * spread(0.0)
+
+
+# ------------------------------------------------------------------------------ parameter growth
+def _params(arch: str, k: int) -> int:
+    tasks = [DenseTask(f"d{i}", "depth") for i in range(k)]
+    return count_parameters(pt.models.create(arch, tasks=tasks, input_shape=(3, 16, 16)))
+
+
+def test_parameter_growth_in_k():
+    p = {a: [_params(a, k) for k in (1, 2, 3, 4)] for a in DENSE_ARCHS}
+    steps = {a: np.diff(v) for a, v in p.items()}
+    # soft sharing: K networks, exactly linear; HPS: one head per task
+    assert len(set(steps["soft_sharing"])) == 1 and len(set(steps["hps_resnet"])) == 1
+    # one-task forms of the column designs are one network (+ identity units)
+    assert p["soft_sharing"][0] == p["hps_resnet"][0]
+    # cross-stitch adds K² channel units on top of K networks, NDDR K² C² 1x1 weights: super-linear
+    assert steps["cross_stitch"][2] > steps["cross_stitch"][1] > steps["cross_stitch"][0] > steps["soft_sharing"][0]
+    assert steps["nddr"][2] > steps["nddr"][1] > steps["cross_stitch"][1]
+    # MTAN adds only attention modules and a head per task: linear, far below a network per task
+    assert len(set(steps["mtan"])) == 1 and steps["hps_resnet"][0] < steps["mtan"][0] < 0.5 * steps["soft_sharing"][0]
+
+
+# ------------------------------------------------------------------------------ compare integration
+def test_archs_for_data_filters_and_explains(scenes, tiny_data):
+    assert archs_for_data(["all"], scenes) == sorted(DENSE_ARCHS)
+    assert archs_for_data(None, scenes) == ["hps_resnet"]
+    assert archs_for_data(None, tiny_data) == ["hps_cnn"]
+    with pytest.raises(ConfigError, match=r"hps_cnn.*no per-pixel heads.*Architectures for it"):
+        archs_for_data(["hps_cnn"], scenes)
+    with pytest.raises(ConfigError, match=r"mmoe.*takes"):
+        archs_for_data(["mmoe"], scenes)
+
+
+def test_compare_on_scenes_shares_the_single_task_baseline(tmp_path):
+    from polytask.compare import Comparison
+    from polytask.config import CompareConfig
+
+    config = CompareConfig(
+        dataset="scenes",
+        dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "size": 16},
+        archs=["hps_resnet", "mtan"],
+        methods=["ew"],
+        seeds=[0],
+        epochs=1,
+        batch_size=8,
+        out=str(tmp_path),
+    )
+    results = Comparison(config, progress=False, log=lambda s: None).run()
+    assert list(results["baselines"]) == ["hps_resnet"]
+    assert {s["arch"] for s in results["summary"]} == {"hps_resnet", "mtan"}
+    assert all(s["ms_per_image"] > 0 and s["params"] > 0 for s in results["summary"])
+    assert "normals" in results["summary"][0]["metrics"]
+    assert (tmp_path / "plots" / "delta_vs_params.png").exists()
+    assert "ms/image" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_pooled_heads_for_image_level_tasks():
+    tasks = [Task("c", "multiclass", 4), Task("r", "regression")]
+    model = pt.models.create("mtan", tasks=tasks, input_shape=(1, 12, 12))
+    out = model(torch.randn(2, 1, 12, 12))
+    assert out["c"].shape == (2, 4) and out["r"].shape == (2, 1)
