@@ -14,7 +14,7 @@ from polytask.models.base import count_parameters
 from polytask.models.soft_sharing import l2_coupling, trace_norm
 from polytask.tasks import Task
 
-DENSE_ARCHS = ["hps_resnet", "soft_sharing", "cross_stitch", "nddr", "mtan"]
+DENSE_ARCHS = ["hps_resnet", "soft_sharing", "cross_stitch", "nddr", "mtan", "sluice", "padnet"]
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +234,70 @@ def test_pooled_heads_for_image_level_tasks():
     model = pt.models.create("mtan", tasks=tasks, input_shape=(1, 12, 12))
     out = model(torch.randn(2, 1, 12, 12))
     assert out["c"].shape == (2, 4) and out["r"].shape == (2, 1)
+
+
+# ------------------------------------------------------------------------------ sluice
+def test_sluice_initial_mixing_and_orthogonality_by_hand():
+    from polytask.models.sluice import SubspaceStitch, alpha_init, beta_init, orthogonality
+
+    a = alpha_init(2, 2, "imbalanced")
+    assert torch.allclose(a.sum(1), torch.ones(4))
+    assert torch.allclose(a[:2, :2], 0.9 * torch.eye(2)) and torch.allclose(a[:2, 2:], torch.full((2, 2), 0.05))
+    assert torch.allclose(alpha_init(3, 2, "balanced"), torch.full((6, 6), 1 / 6))
+    assert torch.allclose(beta_init(4), torch.tensor([0.1 / 3, 0.1 / 3, 0.1 / 3, 0.9]))
+    # channels c0 = [1, 2] and c1 = [3, 4] over two positions: ‖F1ᵀF2‖² / M² = (1·3 + 2·4)² / 4
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+    assert orthogonality(f, 2).item() == pytest.approx(121 / 4)
+    # an α that swaps the two tasks' second subspaces moves exactly those channels
+    stitch = SubspaceStitch(2, 2, "balanced")
+    with torch.no_grad():
+        stitch.alpha.copy_(torch.eye(4)[[0, 3, 2, 1]])
+    x0, x1 = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
+    y0, y1 = stitch([x0, x1])
+    assert torch.equal(y0[:, :2], x0[:, :2]) and torch.equal(y0[:, 2:], x1[:, 2:]) and torch.equal(y1[:, 2:], x0[:, 2:])
+
+
+def test_sluice_regularization_only_in_training(scenes):
+    model = pt.models.create("sluice", tasks=scenes.tasks, input_shape=scenes.input_shape)
+    model(scenes.train.inputs[:2])
+    reg = model.regularization()
+    assert reg is not None and reg.item() > 0 and reg.requires_grad
+    model.eval()
+    with torch.no_grad():
+        model(scenes.train.inputs[:2])
+    assert model.regularization() is None
+    with pytest.raises(pt.PolytaskError, match="subspaces"):
+        pt.models.create("sluice", tasks=scenes.tasks, input_shape=scenes.input_shape, subspaces=5)
+
+
+# ------------------------------------------------------------------------------ PAD-Net
+def test_padnet_distillation_and_deep_supervision(scenes):
+    from polytask.tasks import add_intermediate_losses
+
+    torch.manual_seed(0)
+    model = pt.models.create("padnet", tasks=scenes.tasks, input_shape=scenes.input_shape)
+    x, y = scenes.train.inputs[:4], {k: v[:4] for k, v in scenes.train.targets.items()}
+    out = model(x)
+    initial = model.intermediate_outputs()
+    assert set(initial) == set(model.tasks) and all(initial[t][0].shape == out[t].shape for t in model.tasks)
+    # the training loss of a task is its final loss plus its loss on the initial prediction
+    losses = pt.compute_losses(scenes.tasks, out, y)
+    total = add_intermediate_losses(scenes.tasks, losses, initial, y)
+    for t in scenes.tasks:
+        expected = losses[t.name] + t.compute_loss(initial[t.name][0], y[t.name])
+        assert torch.allclose(total[t.name], expected)
+    # with the message convolutions at zero, distillation passes each task's own features through
+    feats = {t: torch.randn(2, 32, 4, 4) for t in model.tasks}
+    with torch.no_grad():
+        for conv in model.distill.message.values():
+            conv.weight.zero_()
+            conv.bias.zero_()
+    distilled = model.distill(feats)
+    assert all(torch.equal(distilled[t], feats[t]) for t in model.tasks)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    assert model.intermediate_outputs() == {}
+    # distillation convolutions grow with K(K - 1)
+    steps = np.diff([_params("padnet", k) for k in (1, 2, 3, 4)])
+    assert steps[2] - steps[1] == steps[1] - steps[0] > 0

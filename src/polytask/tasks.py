@@ -211,6 +211,24 @@ def compute_losses(
     }
 
 
+def add_intermediate_losses(
+    tasks: Sequence[Task],
+    losses: Mapping[str, torch.Tensor],
+    intermediate: Mapping[str, Sequence[torch.Tensor]],
+    targets: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Deep supervision: each task's loss plus its own loss on every intermediate prediction of it (e.g.
+    PAD-Net's initial predictions), so balancers see one total per task."""
+    unknown = [k for k in intermediate if k not in losses]
+    if unknown:
+        raise TaskMismatchError(f"intermediate predictions for unknown task(s) {unknown}; tasks: {list(losses)}")
+    out = dict(losses)
+    for t in tasks:
+        for pred in intermediate.get(t.name, ()):
+            out[t.name] = out[t.name] + t.compute_loss(pred, targets[t.name], targets.get(t.name + "_mask"))
+    return out
+
+
 def complete_tasks(tasks: Sequence[Task], targets: Mapping[str, torch.Tensor]) -> frozenset[str]:
     """The tasks whose targets (a whole split's) have no missing value and no mask: one check up front
     instead of one per batch."""

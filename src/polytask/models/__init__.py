@@ -15,7 +15,9 @@ from polytask.models import hps as _hps  # noqa: F401
 from polytask.models import mmoe as _mmoe  # noqa: F401
 from polytask.models import mtan as _mtan  # noqa: F401
 from polytask.models import nddr as _nddr  # noqa: F401
+from polytask.models import padnet as _padnet  # noqa: F401
 from polytask.models import ple as _ple  # noqa: F401
+from polytask.models import sluice as _sluice  # noqa: F401
 from polytask.models import soft_sharing as _soft_sharing  # noqa: F401
 from polytask.models.backbones import MLPBackbone, SmallCNN
 from polytask.models.base import MultiTaskModel, count_parameters

@@ -39,6 +39,12 @@ class MultiTaskModel(nn.Module):
         call ``model.regularization().backward()`` next to the balancer's backward."""
         return None
 
+    def intermediate_outputs(self) -> dict[str, list[torch.Tensor]]:
+        """Predictions of the last forward pass that are supervised with their task's own loss (deep
+        supervision, e.g. PAD-Net's initial predictions): {task: [prediction, ...]}; training adds those
+        losses to the task's loss (:func:`polytask.tasks.add_intermediate_losses`). Default: none."""
+        return {}
+
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer parameter groups (a design may train some parameters at a multiple of ``lr``)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]

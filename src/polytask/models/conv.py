@@ -101,10 +101,14 @@ def scaled(widths: Sequence[int], factor: float) -> tuple[int, ...]:
 
 
 class DenseHead(nn.Sequential):
-    """conv3x3-BN-ReLU -> conv1x1 to the task's channels -> bilinear upsampling to ``size``."""
+    """conv3x3-BN-ReLU (skipped when ``hidden`` = 0) -> conv1x1 to the task's channels -> bilinear
+    upsampling to ``size``."""
 
     def __init__(self, cin: int, out: int, size: tuple[int, int], hidden: int = 32):
-        super().__init__(conv_bn_relu(cin, hidden), nn.Conv2d(hidden, out, 1))
+        if hidden > 0:
+            super().__init__(conv_bn_relu(cin, hidden), nn.Conv2d(hidden, out, 1))
+        else:
+            super().__init__(nn.Conv2d(cin, out, 1))
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,12 +119,12 @@ class DenseHead(nn.Sequential):
 
 
 class PooledHead(nn.Sequential):
-    """Global average pooling -> Linear-ReLU -> Linear: a head for per-image tasks."""
+    """Global average pooling -> Linear-ReLU (skipped when ``hidden`` = 0) -> Linear: a head for per-image
+    tasks."""
 
     def __init__(self, cin: int, out: int, hidden: int = 32):
-        super().__init__(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, hidden), nn.ReLU(), nn.Linear(hidden, out)
-        )
+        linear = [nn.Linear(cin, hidden), nn.ReLU(), nn.Linear(hidden, out)] if hidden > 0 else [nn.Linear(cin, out)]
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), *linear)
 
 
 def task_head(task: Task, cin: int, size: tuple[int, int], hidden: int = 32) -> nn.Module:

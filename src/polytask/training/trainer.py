@@ -21,7 +21,7 @@ from polytask.data.base import BatchLoader, Split
 from polytask.errors import NonFiniteLossError, PolytaskError
 from polytask.metrics.delta import relative_gains
 from polytask.models.base import MultiTaskModel, count_parameters
-from polytask.tasks import Task, complete_tasks, compute_losses
+from polytask.tasks import Task, add_intermediate_losses, complete_tasks, compute_losses
 from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from polytask.training.evaluation import EvalResult, evaluate, move_batch
 from polytask.training.logs import EpochLogger
@@ -259,6 +259,12 @@ class Trainer:
             },
         )
 
+    def _training_losses(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict:
+        """The task losses of one forward pass, with the model's deep-supervision terms added."""
+        losses = compute_losses(self.tasks, outputs, targets, self.complete)
+        intermediate = self.model.intermediate_outputs() if hasattr(self.model, "intermediate_outputs") else {}
+        return add_intermediate_losses(self.tasks, losses, intermediate, targets) if intermediate else losses
+
     def _train_epoch(self, epoch: int, state: dict[str, Any]) -> dict[str, Any]:
         names = [t.name for t in self.tasks]
         model, balancer, opt = self.model, self.balancer, self.optimizer
@@ -284,7 +290,7 @@ class Trainer:
             x, targets = move_batch(x, targets, self.device)
             with autocast:
                 outputs = model(x)
-            losses = compute_losses(self.tasks, outputs, targets, self.complete)
+            losses = self._training_losses(outputs, targets)
             stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
             opt.zero_grad(set_to_none=True)
             regularization = model.regularization() if hasattr(model, "regularization") else None
@@ -307,7 +313,7 @@ class Trainer:
             opt.step()
             if balancer.needs_post_step_losses:
                 with torch.no_grad(), autocast:
-                    balancer.post_step(compute_losses(self.tasks, model(x), targets, self.complete))
+                    balancer.post_step(self._training_losses(model(x), targets))
             loss_sum.add_(stacked.detach())
             weight_sum.add_(weights)
             if balancer.needs_kpis:
