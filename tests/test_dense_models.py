@@ -14,7 +14,7 @@ from polytask.models.base import count_parameters
 from polytask.models.soft_sharing import l2_coupling, trace_norm
 from polytask.tasks import Task
 
-DENSE_ARCHS = ["hps_resnet", "soft_sharing", "cross_stitch", "nddr", "mtan", "sluice", "padnet"]
+DENSE_ARCHS = ["hps_resnet", "soft_sharing", "cross_stitch", "nddr", "mtan", "sluice", "padnet", "mtinet"]
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +301,23 @@ def test_padnet_distillation_and_deep_supervision(scenes):
     # distillation convolutions grow with K(K - 1)
     steps = np.diff([_params("padnet", k) for k in (1, 2, 3, 4)])
     assert steps[2] - steps[1] == steps[1] - steps[0] > 0
+
+
+# ------------------------------------------------------------------------------ MTI-Net
+def test_mtinet_scales_and_feature_propagation(scenes):
+    from polytask.models.mtinet import FeaturePropagation
+
+    torch.manual_seed(0)
+    model = pt.models.create("mtinet", tasks=scenes.tasks, input_shape=scenes.input_shape)
+    model(scenes.train.inputs[:2])
+    initial = model.intermediate_outputs()
+    assert all(len(initial[t]) == 4 for t in model.tasks)  # deep supervision at each of the 4 scales
+    assert all(p.shape == initial["seg"][0].shape for p in initial["seg"])
+    # the task-attention fusion is a convex combination: identical task features pass through unchanged
+    fpm = FeaturePropagation(["a", "b", "c"], 8, 4).eval()
+    f = torch.randn(2, 8, 4, 4)
+    out = fpm({"a": f, "b": f, "c": f})
+    with torch.no_grad():
+        shared = fpm.refine(f)
+        for t in "abc":
+            assert torch.allclose(out[t], f + fpm.se[t](shared), atol=1e-5)

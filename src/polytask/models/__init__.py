@@ -14,6 +14,7 @@ from polytask.models import esmm as _esmm  # noqa: F401
 from polytask.models import hps as _hps  # noqa: F401
 from polytask.models import mmoe as _mmoe  # noqa: F401
 from polytask.models import mtan as _mtan  # noqa: F401
+from polytask.models import mtinet as _mtinet  # noqa: F401
 from polytask.models import nddr as _nddr  # noqa: F401
 from polytask.models import padnet as _padnet  # noqa: F401
 from polytask.models import ple as _ple  # noqa: F401
