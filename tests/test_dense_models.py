@@ -14,7 +14,7 @@ from polytask.models.base import count_parameters
 from polytask.models.soft_sharing import l2_coupling, trace_norm
 from polytask.tasks import Task
 
-DENSE_ARCHS = ["hps_resnet", "soft_sharing", "cross_stitch", "nddr", "mtan", "sluice", "padnet", "mtinet"]
+DENSE_ARCHS = ["hps_resnet", "soft_sharing", "cross_stitch", "nddr", "mtan", "sluice", "padnet", "mtinet", "drn"]
 
 
 @pytest.fixture(scope="module")
@@ -321,3 +321,31 @@ def test_mtinet_scales_and_feature_propagation(scenes):
         shared = fpm.refine(f)
         for t in "abc":
             assert torch.allclose(out[t], f + fpm.se[t](shared), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ Deep Relationship Networks
+def test_tensor_normal_penalty_and_covariance_update_by_hand():
+    from polytask.models.drn import tensor_normal_penalty, update_covariance
+
+    w = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]])  # D1 = 2, D2 = 1, K = 2
+    eye2, eye1 = torch.eye(2), torch.eye(1)
+    assert tensor_normal_penalty(w, [eye2, eye1, eye2]).item() == pytest.approx(5.0)  # ‖W‖²
+    # Σ_task = diag(1, 2): task 1's weights count half
+    assert tensor_normal_penalty(w, [eye2, eye1, torch.diag(torch.tensor([1.0, 0.5]))]).item() == pytest.approx(3.0)
+    # W_(3) W_(3)ᵀ / (D1 D2) = diag(1, 4) / 2; + ε I with ε = 0 -> scaled to trace 2: diag(0.4, 1.6)
+    sigma = update_covariance(w, [eye2, eye1, eye2], mode=2, eps=0.0)
+    assert torch.allclose(sigma, torch.diag(torch.tensor([0.4, 1.6])))
+
+
+def test_drn_learns_task_covariances(scenes):
+    torch.manual_seed(0)
+    model = pt.models.create("drn", tasks=scenes.tasks, input_shape=scenes.input_shape, update_every=1, weight=0.1)
+    layers = model.stacked_weights()
+    assert [w.shape[-1] for w in layers] == [4, 4] and layers[0].shape[:2] == (48 * 9, 48)
+    first = model.regularization()  # identity covariances: λ Σ ‖W‖²
+    assert first.item() == pytest.approx(0.1 * sum(w.detach().pow(2).sum().item() for w in layers), rel=1e-5)
+    model.regularization()  # second training call re-estimates Σ_task
+    cov = model.task_covariances()[0]
+    assert torch.allclose(cov, cov.T) and torch.trace(cov).item() == pytest.approx(4.0, rel=1e-5)
+    assert not torch.allclose(cov, torch.eye(4))
+    assert torch.linalg.eigvalsh(cov).min() > 0

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from polytask.features import FeatureSpec, SequenceSpec
 from polytask.models import cross_stitch as _cross_stitch  # noqa: F401  (registers)
+from polytask.models import drn as _drn  # noqa: F401
 from polytask.models import dupn as _dupn  # noqa: F401
 from polytask.models import esmm as _esmm  # noqa: F401
 from polytask.models import hps as _hps  # noqa: F401
