@@ -14,7 +14,19 @@ from polytask.models.base import count_parameters
 from polytask.models.soft_sharing import l2_coupling, trace_norm
 from polytask.tasks import Task
 
-DENSE_ARCHS = ["hps_resnet", "soft_sharing", "cross_stitch", "nddr", "mtan", "sluice", "padnet", "mtinet", "drn"]
+DENSE_ARCHS = [
+    "hps_resnet",
+    "soft_sharing",
+    "cross_stitch",
+    "nddr",
+    "mtan",
+    "sluice",
+    "padnet",
+    "mtinet",
+    "drn",
+    "tensor_tucker",
+    "tensor_tt",
+]
 
 
 @pytest.fixture(scope="module")
@@ -349,3 +361,34 @@ def test_drn_learns_task_covariances(scenes):
     assert torch.allclose(cov, cov.T) and torch.trace(cov).item() == pytest.approx(4.0, rel=1e-5)
     assert not torch.allclose(cov, torch.eye(4))
     assert torch.linalg.eigvalsh(cov).min() > 0
+
+
+# ------------------------------------------------------------------------------ tensor-factorised sharing
+def test_tucker_and_tensor_train_reconstruct_at_full_rank():
+    from polytask.models.tensor_factorised import tt_init, tt_weight, tucker_init, tucker_weight
+
+    w = torch.randn(6, 5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    core, factors = tucker_init(w, (6, 5, 3))
+    assert torch.allclose(tucker_weight(core, factors), w, atol=1e-10)
+    assert torch.allclose(tt_weight(*tt_init(w, (6, 3))), w, atol=1e-10)
+    # truncation keeps the best low-rank part: the error shrinks as the rank grows
+    errors = [float((tucker_weight(*tucker_init(w, (r, r, 3))) - w).norm()) for r in (1, 3, 5)]
+    assert errors[0] > errors[1] > errors[2] > 0
+
+
+def test_tensor_factorised_starts_from_the_decomposed_networks(scenes):
+    torch.manual_seed(0)
+    full = pt.models.create("tensor_tucker", tasks=scenes.tasks, input_shape=scenes.input_shape, rank=10_000)
+    small = pt.models.create("tensor_tucker", tasks=scenes.tasks, input_shape=scenes.input_shape, rank=4)
+    assert count_parameters(small) < count_parameters(full)
+    # at full rank the factorised model is exactly the K networks it decomposed (same seed, same weights)
+    torch.manual_seed(0)
+    independent = pt.models.create("soft_sharing", tasks=scenes.tasks, input_shape=scenes.input_shape, weight=0.0)
+    x = scenes.train.inputs[:2]
+    a, b = full.eval()(x), independent.eval()(x)
+    assert all(torch.allclose(a[t], b[t], atol=1e-4) for t in a)
+    assert not torch.allclose(small.eval()(x)["depth"], b["depth"], atol=1e-3)
+    shared = {id(p) for p in small.shared_parameters()}
+    assert shared and all(id(bank.task) not in shared for bank in small.banks.values())
+    with pytest.raises(pt.PolytaskError, match="rank"):
+        pt.models.create("tensor_tt", tasks=scenes.tasks, input_shape=scenes.input_shape, rank=0)

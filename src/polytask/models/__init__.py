@@ -21,6 +21,7 @@ from polytask.models import padnet as _padnet  # noqa: F401
 from polytask.models import ple as _ple  # noqa: F401
 from polytask.models import sluice as _sluice  # noqa: F401
 from polytask.models import soft_sharing as _soft_sharing  # noqa: F401
+from polytask.models import tensor_factorised as _tensor_factorised  # noqa: F401
 from polytask.models.backbones import MLPBackbone, SmallCNN
 from polytask.models.base import MultiTaskModel, count_parameters
 from polytask.models.hps import HPS
