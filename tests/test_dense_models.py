@@ -26,6 +26,7 @@ DENSE_ARCHS = [
     "drn",
     "tensor_tucker",
     "tensor_tt",
+    "jmt",
 ]
 
 
@@ -392,3 +393,30 @@ def test_tensor_factorised_starts_from_the_decomposed_networks(scenes):
     assert shared and all(id(bank.task) not in shared for bank in small.banks.values())
     with pytest.raises(pt.PolytaskError, match="rank"):
         pt.models.create("tensor_tt", tasks=scenes.tasks, input_shape=scenes.input_shape, rank=0)
+
+
+# ------------------------------------------------------------------------------ Joint Many-Task
+def test_jmt_levels_and_successive_regularisation(scenes):
+    torch.manual_seed(0)
+    model = pt.models.create("jmt", tasks=scenes.tasks, input_shape=scenes.input_shape, stage_steps=2, delta=0.5)
+    assert model.order == ["edges", "normals", "depth", "seg"]  # low-level tasks at lower depths
+    x = scenes.train.inputs[:2]
+    model(x)
+    assert model.regularization().item() == 0.0  # the stage starts: θ = θ'
+    lower = model._lower_parameters()
+    with torch.no_grad():
+        lower[0].add_(1.0)
+    reg = model.regularization()  # same stage: δ ‖θ − θ'‖² = 0.5 · numel
+    assert reg.item() == pytest.approx(0.5 * lower[0].numel())
+    assert model.regularization().item() == 0.0  # a new stage takes a new snapshot
+    # the top task's level is its own; lower heads feed higher levels, so they are shared
+    assert {id(p) for p in model.heads["edges"].parameters()} <= {id(p) for p in model.shared_parameters()}
+    # the seg head sees the depth prediction: changing the depth head changes seg, not the reverse
+    out = model.eval()(x)
+    with torch.no_grad():
+        for p in model.heads["depth"].parameters():
+            p.add_(0.5)
+    out2 = model(x)
+    assert not torch.allclose(out["seg"], out2["seg"]) and torch.allclose(out["edges"], out2["edges"])
+    with pytest.raises(pt.PolytaskError, match="order"):
+        pt.models.create("jmt", tasks=scenes.tasks, input_shape=scenes.input_shape, order=["seg", "depth"])

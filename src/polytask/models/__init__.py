@@ -13,6 +13,7 @@ from polytask.models import drn as _drn  # noqa: F401
 from polytask.models import dupn as _dupn  # noqa: F401
 from polytask.models import esmm as _esmm  # noqa: F401
 from polytask.models import hps as _hps  # noqa: F401
+from polytask.models import jmt as _jmt  # noqa: F401
 from polytask.models import mmoe as _mmoe  # noqa: F401
 from polytask.models import mtan as _mtan  # noqa: F401
 from polytask.models import mtinet as _mtinet  # noqa: F401
