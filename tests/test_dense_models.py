@@ -1,6 +1,8 @@
 """The ``scenes`` dataset and the vision architectures: shapes, the papers' initial states, parameter
 growth in K, penalties worked out by hand, and the compare integration."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,7 @@ DENSE_ARCHS = [
     "tensor_tucker",
     "tensor_tt",
     "jmt",
+    "adashare",
 ]
 
 
@@ -82,7 +85,7 @@ def test_dense_architectures_shapes_on_scenes_and_multidigits(arch, scenes, tiny
     # every parameter is either shared or belongs to a task
     groups = [list(model.shared_parameters()), *model.task_parameter_groups().values()]
     seen = {id(p) for g in groups for p in g}
-    assert all(id(p) in seen for p in model.parameters())
+    assert all(id(p) in seen for p in model.parameters() if p.requires_grad)
 
 
 # ------------------------------------------------------------------------------ initial states
@@ -420,3 +423,63 @@ def test_jmt_levels_and_successive_regularisation(scenes):
     assert not torch.allclose(out["seg"], out2["seg"]) and torch.allclose(out["edges"], out2["edges"])
     with pytest.raises(pt.PolytaskError, match="order"):
         pt.models.create("jmt", tasks=scenes.tasks, input_shape=scenes.input_shape, order=["seg", "depth"])
+
+
+# ------------------------------------------------------------------------------ AdaShare
+def test_adashare_policy_losses_by_hand():
+    from polytask.models.adashare import sharing_loss, sparsity_loss
+
+    p = torch.tensor([[0.5, 1.0, 0.25], [0.5, 0.5, 1.0]])  # K = 2, L = 3; weights (L - l)/L = 2/3, 1/3, 0
+    assert sparsity_loss(p).item() == pytest.approx(math.log(0.5) * 3 + math.log(0.25))
+    assert sharing_loss(p).item() == pytest.approx(2 / 3 * 0 + 1 / 3 * 0.5 + 0 * 0.75)
+
+
+def test_adashare_search_then_fixed_policy(scenes):
+    torch.manual_seed(0)
+    model = pt.models.create(
+        "adashare", tasks=scenes.tasks, input_shape=scenes.input_shape, warmup_epochs=1, search_epochs=4
+    )
+    before = model.logits.detach().clone()
+    x = scenes.train.inputs[:2]
+    out_all = model.eval()(x)  # warm-up policy: every block selected = the plain network for every task
+    hps = pt.models.create("hps_resnet", tasks=scenes.tasks, input_shape=scenes.input_shape)
+    hps.encoder.load_state_dict(model.trunk.state_dict())
+    hps.heads.load_state_dict(model.heads.state_dict())
+    ref = hps.eval()(x)
+    assert all(torch.allclose(out_all[t], ref[t], atol=1e-6) for t in ref)
+    policy = model.search(scenes.train, batch_size=8, seed=0)
+    assert policy.shape == (4, 8) and set(policy.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(model.logits.detach(), before) and not model.logits.requires_grad
+    # a skipped block is the block's shortcut: forcing every block off leaves stem -> shortcuts -> head
+    model.eval()
+    with torch.no_grad():
+        model.policy.zero_()
+        h = model.trunk.stem(x)
+        for block in model.blocks:
+            h = block.shortcut(h)
+        assert torch.allclose(model.eval()(x)["depth"], model.heads["depth"](h), atol=1e-6)
+    # parameters do not grow with K beyond a head per task (the L x 2 policy logits train in the search only)
+    growth = _params("adashare", 3) - _params("adashare", 2)
+    assert growth == _params("hps_resnet", 3) - _params("hps_resnet", 2)
+
+
+def test_adashare_runs_all_phases_from_compare(tmp_path):
+    from polytask.compare import Comparison
+    from polytask.config import CompareConfig
+
+    config = CompareConfig(
+        dataset="scenes",
+        dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "size": 16},
+        archs=["adashare"],
+        arch_options={"adashare": {"warmup_epochs": 1, "search_epochs": 1}},
+        methods=["ew"],
+        seeds=[0],
+        epochs=1,
+        batch_size=8,
+        out=str(tmp_path),
+    )
+    results = Comparison(config, progress=False, log=lambda s: None).run()
+    assert (
+        results["summary"][0]["arch"] == "adashare"
+        and results["runs"][0]["delta_mtl"] == results["runs"][0]["delta_mtl"]
+    )

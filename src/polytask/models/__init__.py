@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from polytask.features import FeatureSpec, SequenceSpec
-from polytask.models import cross_stitch as _cross_stitch  # noqa: F401  (registers)
+from polytask.models import adashare as _adashare  # noqa: F401  (registers)
+from polytask.models import cross_stitch as _cross_stitch  # noqa: F401
 from polytask.models import drn as _drn  # noqa: F401
 from polytask.models import dupn as _dupn  # noqa: F401
 from polytask.models import esmm as _esmm  # noqa: F401
