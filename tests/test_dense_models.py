@@ -1,6 +1,7 @@
 """The ``scenes`` dataset and the vision architectures: shapes, the papers' initial states, parameter
 growth in K, penalties worked out by hand, and the compare integration."""
 
+import itertools
 import math
 
 import numpy as np
@@ -30,6 +31,8 @@ DENSE_ARCHS = [
     "tensor_tt",
     "jmt",
     "adashare",
+    "mtl_nas",
+    "fully_adaptive",
 ]
 
 
@@ -483,3 +486,65 @@ def test_adashare_runs_all_phases_from_compare(tmp_path):
         results["summary"][0]["arch"] == "adashare"
         and results["runs"][0]["delta_mtl"] == results["runs"][0]["delta_mtl"]
     )
+
+
+# ------------------------------------------------------------------------------ MTL-NAS
+def test_mtl_nas_initial_state_entropy_and_search(scenes):
+    from polytask.models.mtl_nas import edge_entropy
+
+    assert edge_entropy(torch.zeros(3)).item() == pytest.approx(3 * math.log(2))
+    assert edge_entropy(torch.tensor([30.0, -30.0])).item() == pytest.approx(0.0, abs=1e-9)
+    torch.manual_seed(0)
+    model = pt.models.create("mtl_nas", tasks=scenes.tasks, input_shape=scenes.input_shape, search_epochs=3)
+    assert len(model.edges) == 4 * 3 * (1 + 2 * 3)  # K(K-1) pairs x (same-stage + previous-stage sources)
+    # the (1, 0) init: every edge contributes 0, so the network is K independent columns
+    independent = pt.models.create("soft_sharing", tasks=scenes.tasks, input_shape=scenes.input_shape, weight=0.0)
+    independent.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(("columns", "heads"))})
+    x = scenes.train.inputs[:2]
+    a, b = model.eval()(x), independent.eval()(x)
+    assert all(torch.allclose(a[t], b[t], rtol=1e-3, atol=1e-4) for t in a)
+    kept = model.search(scenes.train, batch_size=8, seed=0)
+    assert set(kept.unique().tolist()) <= {0.0, 1.0} and model.alpha.abs().min() > 0
+    assert torch.equal(kept, (model.alpha > 0).float())
+    out = model.eval()(x)
+    assert out["seg"].shape == (2, 5, 16, 16)
+    # parameters of dropped edges are in neither list (they get no gradient)
+    listed = {id(p) for p in model.shared_parameters()} | {
+        id(p) for g in model.task_parameter_groups().values() for p in g
+    }
+    dropped = [e for e in range(len(model.edges)) if kept[e] == 0]
+    assert all(id(model.edge_proj[e].weight) not in listed for e in dropped)
+
+
+# ------------------------------------------------------------------------------ fully-adaptive feature sharing
+def test_fully_adaptive_affinity_and_grouping_by_hand():
+    from polytask.models.fully_adaptive import best_grouping, easy_hard_affinity, grouping_cost, set_partitions
+
+    losses = torch.tensor([[1.0, 4.0, 1.0], [2.0, 3.0, 2.0], [3.0, 2.0, 4.0], [4.0, 1.0, 3.0]])
+    a = easy_hard_affinity(losses)  # hard: task0 [0,0,1,1], task1 [1,1,0,0], task2 [0,0,1,1]
+    assert torch.allclose(a, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64))
+    partitions = list(set_partitions([1, 2, 3, 4]))
+    assert len(partitions) == 15 and len({str(sorted(map(sorted, p))) for p in partitions}) == 15
+    units = [(0,), (1,), (2,)]
+    assert grouping_cost([[(0,), (2,)], [(1,)]], a, 0.5) == pytest.approx(0.5)
+    assert grouping_cost([units], a, 0.5) == pytest.approx(0.5 + 1.0 + 0.5)
+    best = best_grouping(units, a, 0.5)
+    assert sorted(sorted(u[0] for u in g) for g in best) == [[0, 2], [1]]
+    assert len(best_grouping(units, a, 10.0)) == 1  # branching too expensive: stay shared
+
+
+def test_fully_adaptive_grows_a_tree(scenes):
+    torch.manual_seed(0)
+    model = pt.models.create("fully_adaptive", tasks=scenes.tasks, input_shape=scenes.input_shape, branch_cost=0.1)
+    before = count_parameters(model)
+    partition = model.search(scenes.train, batch_size=8, seed=0)
+    assert len(partition[-1]) > 1 and count_parameters(model) > before  # the top stage branched and widened
+    for lower, upper in itertools.pairwise(partition):  # a tree: every upper branch sits inside a lower one
+        assert all(any(set(u) <= set(g) for g in lower) for u in upper)
+    out = model(scenes.train.inputs[:2])
+    assert out["normals"].shape == (2, 3, 16, 16)
+    fresh = pt.models.create("fully_adaptive", tasks=scenes.tasks, input_shape=scenes.input_shape)
+    fresh.load_state_dict(model.state_dict())  # the tree travels with the weights
+    assert fresh.partition == model.partition
+    model.eval(), fresh.eval()
+    assert torch.allclose(fresh(scenes.train.inputs[:2])["seg"], model(scenes.train.inputs[:2])["seg"])

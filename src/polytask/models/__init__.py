@@ -13,11 +13,13 @@ from polytask.models import cross_stitch as _cross_stitch  # noqa: F401
 from polytask.models import drn as _drn  # noqa: F401
 from polytask.models import dupn as _dupn  # noqa: F401
 from polytask.models import esmm as _esmm  # noqa: F401
+from polytask.models import fully_adaptive as _fully_adaptive  # noqa: F401
 from polytask.models import hps as _hps  # noqa: F401
 from polytask.models import jmt as _jmt  # noqa: F401
 from polytask.models import mmoe as _mmoe  # noqa: F401
 from polytask.models import mtan as _mtan  # noqa: F401
 from polytask.models import mtinet as _mtinet  # noqa: F401
+from polytask.models import mtl_nas as _mtl_nas  # noqa: F401
 from polytask.models import nddr as _nddr  # noqa: F401
 from polytask.models import padnet as _padnet  # noqa: F401
 from polytask.models import ple as _ple  # noqa: F401

@@ -23,7 +23,6 @@ prefix of blocks share its computation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -31,12 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from polytask.data.base import BatchLoader, Split, take
+from polytask.data.base import BatchLoader, Split
 from polytask.errors import PolytaskError
 from polytask.models.base import MultiTaskModel
 from polytask.models.conv import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResTrunk, check_image_shape, task_head
 from polytask.models.registry import register
-from polytask.tasks import Task, compute_losses
+from polytask.models.search import halves, reinitialise, train_pass
+from polytask.tasks import Task
 
 
 def sparsity_loss(select: torch.Tensor) -> torch.Tensor:
@@ -143,71 +143,39 @@ class AdaShare(MultiTaskModel):
     ) -> torch.Tensor:
         """Warm-up, policy learning, then the sampled policy and freshly initialised weights (phase 3 is
         the caller's training). Returns the policy (K, L), 1 = select."""
-        n = len(train)
-        if n < 2:
-            raise PolytaskError("adashare: the search splits the training set in two halves; it needs >= 2 samples")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        halves = [self._subset(train, order[: n // 2]), self._subset(train, order[n // 2 :])]
+        network_half, policy_half = halves(train, seed, "adashare")
         net_opt = torch.optim.Adam(self.network_parameters(), lr=lr)
         policy_opt = torch.optim.Adam([self.logits], lr=self.policy_lr, weight_decay=5e-4)
+
+        def policy_loss() -> torch.Tensor:
+            select = self.select_probabilities()
+            return self.sparsity * sparsity_loss(select) + self.sharing * sharing_loss(select)
+
         self.train()
         self.policy.fill_(1.0)
-        total = self.warmup_epochs + self.search_epochs
-        with tqdm(total=total, desc="adashare search", disable=not progress, leave=False) as bar:
+        with tqdm(total=self.warmup_epochs + self.search_epochs, desc="adashare search", disable=not progress) as bar:
             for epoch in range(self.warmup_epochs):
-                self._pass(BatchLoader(train, batch_size, shuffle=True, seed=seed + epoch), net_opt, device)
+                batches = BatchLoader(train, batch_size, shuffle=True, seed=seed + epoch)
+                train_pass(self, self.task_objs, batches, net_opt, device, name="adashare")
                 bar.update()
-            self.searching = True
-            self.tau = self.tau0
+            self.searching, self.tau = True, self.tau0
             self.logits.requires_grad_(True)
             for epoch in range(self.search_epochs):
                 self.free_from = max(0, len(self.blocks) - (epoch // 3 + 1))
-                self._pass(BatchLoader(halves[0], batch_size, shuffle=True, seed=seed + 1000 + epoch), net_opt, device)
-                self._pass(
-                    BatchLoader(halves[1], batch_size, shuffle=True, seed=seed + 2000 + epoch), policy_opt, device, True
-                )
+                batches = BatchLoader(network_half, batch_size, shuffle=True, seed=seed + 1000 + epoch)
+                train_pass(self, self.task_objs, batches, net_opt, device, name="adashare")
+                batches = BatchLoader(policy_half, batch_size, shuffle=True, seed=seed + 2000 + epoch)
+                train_pass(self, self.task_objs, batches, policy_opt, device, policy_loss, "adashare")
                 self.tau *= self.tau_decay
                 bar.update()
         self.searching = False
-        with torch.no_grad():
-            probs = self.logits.softmax(-1)
-            draw = torch.multinomial(probs.reshape(-1, 2), 1, generator=torch.Generator().manual_seed(seed)).reshape(
-                probs.shape[:2]
-            )
-            self.policy.copy_((draw == 0).float())
         self.logits.requires_grad_(False)
-        self._reinitialise(seed)
+        with torch.no_grad():
+            probs = self.logits.softmax(-1).reshape(-1, 2)
+            draw = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))
+            self.policy.copy_((draw == 0).float().reshape(self.policy.shape))
+        reinitialise(self, seed)
         return self.policy.clone()
-
-    def _subset(self, split: Split, index: torch.Tensor) -> Split:
-        return Split(take(split.inputs, index), {k: v[index] for k, v in split.targets.items()})
-
-    def _pass(self, batches: BatchLoader, optimizer: torch.optim.Optimizer, device, policy_step: bool = False) -> None:
-        from polytask.training.evaluation import move_batch
-
-        for x, targets in batches:
-            x, targets = move_batch(x, targets, torch.device(device))
-            losses = compute_losses(self.task_objs, self(x), targets)
-            loss = sum(losses.values())
-            if policy_step:
-                select = self.select_probabilities()
-                loss = loss + self.sparsity * sparsity_loss(select) + self.sharing * sharing_loss(select)
-            if not math.isfinite(float(loss.detach())):
-                raise PolytaskError(
-                    f"adashare: non-finite loss during the search ({ {k: float(v) for k, v in losses.items()} })"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    def _reinitialise(self, seed: int) -> None:
-        """Phase 3 trains from scratch: every layer's parameters are drawn afresh (seeded)."""
-        state = torch.random.get_rng_state()
-        torch.manual_seed(seed + 7919)
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-        torch.random.set_rng_state(state)
 
     # ------------------------------------------------------------------ parameter split (fixed policy)
     def _parameter_users(self) -> list[tuple[nn.Parameter, set[int]]]:
