@@ -548,3 +548,13 @@ def test_fully_adaptive_grows_a_tree(scenes):
     assert fresh.partition == model.partition
     model.eval(), fresh.eval()
     assert torch.allclose(fresh(scenes.train.inputs[:2])["seg"], model(scenes.train.inputs[:2])["seg"])
+
+
+def test_training_settings_take_the_dataset_recommendation(scenes):
+    from polytask.config import CompareConfig, resolve_training
+
+    assert scenes.info["train_defaults"] == {"epochs": 12}
+    assert resolve_training(CompareConfig(), scenes.info["train_defaults"]).epochs == 12
+    assert resolve_training(CompareConfig(epochs=3), scenes.info["train_defaults"]).epochs == 3  # the user wins
+    plain = resolve_training(CompareConfig(), None)
+    assert (plain.epochs, plain.batch_size, plain.lr) == (20, 64, 2e-3)

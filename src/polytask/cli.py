@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of balancing methods, or 'all' (default: " + ",".join(DEFAULT_METHODS) + ")",
     )
     cmp.add_argument("--seeds", type=_seeds, help="number of seeds (3 = 0,1,2) or a comma list (default 3)")
-    cmp.add_argument("--epochs", type=int)
-    cmp.add_argument("--batch-size", type=int, dest="batch_size")
-    cmp.add_argument("--lr", type=float)
+    cmp.add_argument("--epochs", type=int, help="default: the dataset's recommendation (scenes 12), else 20")
+    cmp.add_argument("--batch-size", type=int, dest="batch_size", help="default 64")
+    cmp.add_argument("--lr", type=float, help="Adam learning rate (default 2e-3)")
     cmp.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     cmp.add_argument("--out", help="output directory (default runs/<timestamp>)")
     cmp.add_argument(

@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from polytask import __version__, balancing, models
-from polytask.config import CompareConfig
+from polytask.config import CompareConfig, resolve_training
 from polytask.data import MultiTaskData, cache_dir
 from polytask.data import create as create_dataset
 from polytask.data.base import config_hash
@@ -175,11 +175,11 @@ class Comparison:
 
     # ------------------------------------------------------------------------------------ the job
     def run(self) -> dict[str, Any]:
-        c = self.config
         start = time.perf_counter()
-        data = create_dataset(c.dataset, **c.dataset_options)
-        if c.tasks:
-            data = data.select(c.tasks)
+        data = create_dataset(self.config.dataset, **self.config.dataset_options)
+        if self.config.tasks:
+            data = data.select(self.config.tasks)
+        self.config = c = resolve_training(self.config, data.info.get("train_defaults"))
         names = [t.name for t in data.tasks]
         self.archs = archs_for_data(c.archs, data)
         stl_archs = list(dict.fromkeys(baseline_arch(a) for a in self.archs))

@@ -14,14 +14,19 @@ import yaml
 
 from polytask.errors import ConfigError
 
+# epochs, batch_size and lr when neither the user nor the dataset sets them
+DEFAULT_TRAINING = {"epochs": 20, "batch_size": 64, "lr": 2e-3}
+
 
 @dataclass
 class TrainSettings:
-    """Optimisation settings shared by single runs and comparisons."""
+    """Optimisation settings shared by single runs and comparisons. ``epochs``, ``batch_size`` and ``lr``
+    left as ``None`` take the dataset's recommendation (``MultiTaskData.info["train_defaults"]``, e.g.
+    fewer epochs for the dense ``scenes``), else :data:`DEFAULT_TRAINING`; see :func:`resolve_training`."""
 
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
     device: str = "auto"
     amp: bool = False
     on_nonfinite: str = "raise"
@@ -30,9 +35,9 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be >= 1 (epochs without improvement), got {self.patience}")
-        if self.epochs < 1 or self.batch_size < 1:
+        if (self.epochs is not None and self.epochs < 1) or (self.batch_size is not None and self.batch_size < 1):
             raise ConfigError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.on_nonfinite not in ("raise", "skip"):
             raise ConfigError(f"on_nonfinite must be 'raise' or 'skip', got {self.on_nonfinite!r}")
@@ -77,6 +82,14 @@ class CompareConfig(TrainSettings):
         super().__post_init__()
         if self.archs == [] or not self.methods or not self.seeds:
             raise ConfigError("archs, methods and seeds must each name at least one entry")
+
+
+def resolve_training(settings: TrainSettings, dataset_defaults: dict[str, Any] | None = None) -> TrainSettings:
+    """A copy of ``settings`` whose unset ``epochs``/``batch_size``/``lr`` take the dataset's recommended
+    values, else :data:`DEFAULT_TRAINING`."""
+    recommended = {**DEFAULT_TRAINING, **(dataset_defaults or {})}
+    filled = {k: recommended[k] for k in DEFAULT_TRAINING if getattr(settings, k) is None}
+    return dataclasses.replace(settings, **filled) if filled else settings
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from polytask import balancing, models
-from polytask.config import RunConfig, TrainSettings
+from polytask.config import RunConfig, TrainSettings, resolve_training
 from polytask.data import MultiTaskData
 from polytask.data import create as create_dataset
 from polytask.training import Trainer, TrainResult
@@ -29,6 +29,7 @@ def train_run(
     resume: bool = False,
 ) -> TrainResult:
     """Seed, build the model and the balancer for ``data.tasks``, train, return the result."""
+    settings = resolve_training(settings, data.info.get("train_defaults"))
     seed_everything(seed)
     model = models.create(arch, tasks=data.tasks, input_shape=data.input_shape, **(arch_options or {}))
     balancer = balancing.create(method, tasks=[t.name for t in data.tasks], **(method_options or {}))
@@ -69,6 +70,7 @@ def run_from_config(config: RunConfig, resume: bool = False, progress: bool = Tr
     data = create_dataset(config.dataset, **config.dataset_options)
     if config.tasks:
         data = data.select(config.tasks)
+    config = resolve_training(config, data.info.get("train_defaults"))
     out = Path(config.out) if config.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
