@@ -82,6 +82,8 @@ def test_dense_architectures_shapes_on_scenes_and_multidigits(arch, scenes, tiny
     assert out["normals"].shape == (3, 3, 16, 16) and out["edges"].shape == (3, 1, 16, 16)
     losses = pt.compute_losses(scenes.tasks, out, {k: v[:3] for k, v in scenes.train.targets.items()})
     assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(pt.errors.TaskMismatchError, match=r"expected images \(N, 3, H, W\)"):
+        model(tiny_data.train.inputs[:3])  # one-channel digits into an RGB model
     model = pt.models.create(arch, tasks=tiny_data.tasks, input_shape=tiny_data.input_shape)
     out = model(tiny_data.train.inputs[:3])
     assert out["left"].shape == (3, 10) and out["sum"].shape == (3, 1)

@@ -29,6 +29,22 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Se
     )
 
 
+class Stem(nn.Sequential):
+    """conv3x3-BN-ReLU on the input images, checking their layout first (a clear error instead of a
+    convolution's shape failure)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(*conv_bn_relu(cin, cout, 3, stride))
+        self.in_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise TaskMismatchError(
+                f"inputs: expected images (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
+            )
+        return super().forward(x)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut, ReLU after the sum."""
 
@@ -80,7 +96,7 @@ class ResTrunk(nn.Module):
         if blocks < 1 or min(widths) < 1 or any(s not in (1, 2) for s in strides):
             raise PolytaskError("ResTrunk: blocks >= 1, widths >= 1 and strides in {1, 2}")
         self.widths, self.strides = tuple(int(w) for w in widths), tuple(int(s) for s in strides)
-        self.stem = conv_bn_relu(in_channels, self.widths[0])
+        self.stem = Stem(in_channels, self.widths[0])
         cins = (self.widths[0], *self.widths[:-1])
         self.stages = nn.ModuleList(stage(ci, co, s, blocks) for ci, co, s in zip(cins, self.widths, self.strides))
         self.out_channels = self.widths[-1]

@@ -27,7 +27,7 @@ from torch import nn
 from polytask.dense import DenseTask
 from polytask.errors import PolytaskError
 from polytask.models.base import MultiTaskModel
-from polytask.models.conv import BasicBlock, check_image_shape, conv_bn_relu, stage, task_head
+from polytask.models.conv import BasicBlock, Stem, check_image_shape, stage, task_head
 from polytask.models.registry import register
 from polytask.tasks import Task
 
@@ -72,7 +72,7 @@ class JointManyTask(MultiTaskModel):
         self.tasks = [t.name for t in tasks]
         self.task_objs = by_name
         self.delta, self.stage_steps = float(delta), int(stage_steps)
-        self.encoder = nn.Sequential(conv_bn_relu(c, width, stride=2), stage(width, width, 2, blocks))
+        self.encoder = nn.Sequential(Stem(c, width, stride=2), stage(width, width, 2, blocks))
         self.levels = nn.ModuleList()
         self.embeddings = nn.ModuleList()
         for j in range(len(self.order)):
