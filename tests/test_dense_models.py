@@ -560,3 +560,11 @@ def test_training_settings_take_the_dataset_recommendation(scenes):
     assert resolve_training(CompareConfig(epochs=3), scenes.info["train_defaults"]).epochs == 3  # the user wins
     plain = resolve_training(CompareConfig(), None)
     assert (plain.epochs, plain.batch_size, plain.lr) == (20, 64, 2e-3)
+
+
+def test_default_methods_depend_on_the_number_of_architectures():
+    from polytask.compare import default_methods
+    from polytask.config import DEFAULT_METHODS
+
+    assert default_methods(["hps_cnn"]) == DEFAULT_METHODS
+    assert default_methods(["hps_resnet", "mtan"]) == ["ew"]

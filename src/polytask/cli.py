@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--methods",
         type=_csv,
-        help="comma list of balancing methods, or 'all' (default: " + ",".join(DEFAULT_METHODS) + ")",
+        help="comma list of balancing methods, or 'all' (default: "
+        + ",".join(DEFAULT_METHODS)
+        + " for one architecture, ew when comparing several)",
     )
     cmp.add_argument("--seeds", type=_seeds, help="number of seeds (3 = 0,1,2) or a comma list (default 3)")
     cmp.add_argument("--epochs", type=int, help="default: the dataset's recommendation (scenes 12), else 20")

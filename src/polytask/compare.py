@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from polytask import __version__, balancing, models
-from polytask.config import CompareConfig, resolve_training
+from polytask.config import DEFAULT_METHODS, CompareConfig, resolve_training
 from polytask.data import MultiTaskData, cache_dir
 from polytask.data import create as create_dataset
 from polytask.data.base import config_hash
@@ -55,6 +55,11 @@ def resolve_methods(names: list[str]) -> list[str]:
 
 def resolve_archs(names: list[str]) -> list[str]:
     return _resolve(models.MODELS, names)
+
+
+def default_methods(archs: list[str]) -> list[str]:
+    """Without ``--methods``: the default method set for one architecture, equal weighting for several."""
+    return list(DEFAULT_METHODS) if len(archs) == 1 else ["ew"]
 
 
 # the no-option architecture of a dataset: the first of these that can run it
@@ -121,7 +126,7 @@ class Comparison:
 
     def __init__(self, config: CompareConfig, progress: bool = True, log: Callable[[str], None] = print):
         self.config = config
-        self.methods = resolve_methods(config.methods)
+        self.methods = resolve_methods(config.methods) if config.methods is not None else None
         self.archs = None if config.archs is None else resolve_archs(config.archs)  # names checked now
         for name, opts in config.method_options.items():  # fail on bad options before any training
             balancing.BALANCERS.check_options(name, opts)
@@ -182,6 +187,11 @@ class Comparison:
         self.config = c = resolve_training(self.config, data.info.get("train_defaults"))
         names = [t.name for t in data.tasks]
         self.archs = archs_for_data(c.archs, data)
+        if self.methods is None:
+            self.methods = default_methods(self.archs)
+            if len(self.archs) > 1:
+                self.log(f"comparing {len(self.archs)} architectures with equal weighting (pass --methods for others)")
+        self.config = c = dataclasses.replace(c, archs=list(self.archs), methods=list(self.methods))  # as run
         stl_archs = list(dict.fromkeys(baseline_arch(a) for a in self.archs))
         self.out.mkdir(parents=True, exist_ok=True)
         total = len(c.seeds) * (len(stl_archs) * len(names) + len(self.archs) * len(self.methods))

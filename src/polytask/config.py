@@ -72,7 +72,9 @@ class CompareConfig(TrainSettings):
     tasks: list[str] | None = None
     archs: list[str] | None = None  # None: the dataset's default architecture (hps_cnn on multidigits)
     arch_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    # None: DEFAULT_METHODS for one architecture; equal weighting when comparing several architectures
+    # (an architecture comparison, as in Vandenhende et al. 2021: 16 designs x 7 methods would take hours)
+    methods: list[str] | None = None
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     out: str | None = None
@@ -80,7 +82,7 @@ class CompareConfig(TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.archs == [] or not self.methods or not self.seeds:
+        if self.archs == [] or self.methods == [] or not self.seeds:
             raise ConfigError("archs, methods and seeds must each name at least one entry")
 
 
