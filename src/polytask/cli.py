@@ -1,4 +1,4 @@
-"""The ``polytask`` command: ``compare`` (the main job), ``train``, ``list``, ``report``."""
+"""The ``polytask`` command: ``compare`` (the main job), ``train``, ``group``, ``list``, ``report``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from polytask import balancing, data, models
-from polytask.config import DEFAULT_METHODS, CompareConfig, RunConfig, from_mapping, load_yaml
+from polytask.config import DEFAULT_METHODS, CompareConfig, GroupConfig, RunConfig, from_mapping, load_yaml
 from polytask.errors import PolytaskError
 
 
@@ -34,7 +34,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="polytask", description="Multi-task learning: compare, train, list.")
+    parser = argparse.ArgumentParser(prog="polytask", description="Multi-task learning: compare, train, group, list.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cmp = sub.add_parser("compare", help="single-task baselines, then methods x archs x seeds; leaderboard + report")
@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="output directory (overrides the config's 'out')")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--quiet", action="store_true")
+
+    grp = sub.add_parser("group", help="which tasks to train together under a budget (Standley et al.; TAG)")
+    grp.add_argument("--config", help="YAML file with GroupConfig keys (options below override it)")
+    grp.add_argument("--dataset", help="dataset name (default task_groups)")
+    grp.add_argument("--budget", type=float, help="inference budget in networks (default 3)")
+    grp.add_argument("--methods", type=_csv, help="pairs, tag or both (default pairs,tag)")
+    grp.add_argument("--arch", help="architecture (default: the dataset's recommendation)")
+    grp.add_argument("--seeds", type=_seeds, help="number of seeds or a comma list (default 1)")
+    grp.add_argument("--epochs", type=int)
+    grp.add_argument("--lr", type=float)
+    grp.add_argument("--device", help="auto (default), cpu, cuda")
+    grp.add_argument("--out", help="output directory (default runs/group)")
+    grp.add_argument("--quiet", action="store_true")
 
     sub.add_parser("list", help="datasets, architectures and methods, one line each")
 
@@ -120,6 +133,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group(args: argparse.Namespace) -> int:
+    from polytask.grouping import run_grouping
+
+    values = load_yaml(args.config) if args.config else {}
+    values.update(_overrides(args, ("dataset", "budget", "methods", "arch", "seeds", "epochs", "lr", "device", "out")))
+    if "budget" in values:
+        values["budget"] = float(values["budget"])
+    config = from_mapping(GroupConfig, values, args.config or "command line")
+    start = time.perf_counter()
+    result = run_grouping(config, progress=not args.quiet)
+    print(result["summary"])
+    print(
+        f"wall time {time.perf_counter() - start:.1f} s; wrote {result['out']}/grouping.json, grouping.md and heat-maps"
+    )
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     for title, registry in (
         ("datasets", data.DATASETS),
@@ -146,7 +176,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"compare": cmd_compare, "train": cmd_train, "list": cmd_list, "report": cmd_report}[args.command]
+    handler = {
+        "compare": cmd_compare,
+        "train": cmd_train,
+        "group": cmd_group,
+        "list": cmd_list,
+        "report": cmd_report,
+    }[args.command]
     try:
         return handler(args)
     except PolytaskError as exc:

@@ -150,3 +150,38 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     return data
+
+
+GROUPING_METHODS = ("pairs", "tag")
+
+
+@dataclass
+class GroupConfig(TrainSettings):
+    """Task grouping (``polytask group``): which networks to train under an inference ``budget`` (in
+    networks); ``methods``: ``pairs`` (Standley et al. 2020) and/or ``tag`` (Fifty et al. 2021). ``arch``
+    None: the dataset's recommended architecture."""
+
+    dataset: str = "task_groups"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    tasks: list[str] | None = None
+    arch: str | None = None
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    budget: float = 3.0
+    methods: list[str] = field(default_factory=lambda: list(GROUPING_METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    tag_every: int = 10
+    tag_lookahead: str = "adam"
+    tag_singletons: bool = True
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [m for m in self.methods if m not in GROUPING_METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(f"grouping methods must be among {GROUPING_METHODS}, got {self.methods}")
+        if self.budget < 1:
+            raise ConfigError(f"budget is a number of networks >= 1, got {self.budget}")
+        if self.tag_every < 1 or self.tag_lookahead not in ("adam", "sgd"):
+            raise ConfigError("tag_every must be >= 1 and tag_lookahead 'adam' or 'sgd'")
+        if not self.seeds:
+            raise ConfigError("seeds must name at least one seed")

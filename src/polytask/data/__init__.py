@@ -10,6 +10,7 @@ from polytask.data import funnel as _funnel  # noqa: F401
 from polytask.data import mmoe_synthetic as _mmoe_synthetic  # noqa: F401
 from polytask.data import multidigits as _multidigits  # noqa: F401
 from polytask.data import scenes as _scenes  # noqa: F401
+from polytask.data import task_groups as _task_groups  # noqa: F401
 from polytask.data.base import BatchLoader, MultiTaskData, Split, cache_dir
 from polytask.data.registry import DATASETS
 

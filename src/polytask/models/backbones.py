@@ -13,14 +13,20 @@ from polytask.models.base import mlp
 
 
 class MLPBackbone(nn.Module):
-    """Flatten the input, then Linear+ReLU layers of widths ``hidden``."""
+    """Flatten the input, then Linear layers of widths ``hidden``, each followed by ``activation``."""
 
-    def __init__(self, input_shape: Sequence[int], hidden: Sequence[int] = (128, 64), dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        hidden: Sequence[int] = (128, 64),
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ):
         super().__init__()
         if not hidden:
             raise PolytaskError("MLPBackbone: hidden needs at least one layer width")
         self.input_shape = tuple(input_shape)
-        self.net = nn.Sequential(nn.Flatten(), mlp([math.prod(self.input_shape), *hidden], True, dropout))
+        self.net = nn.Sequential(nn.Flatten(), mlp([math.prod(self.input_shape), *hidden], True, dropout, activation))
         self.out_features = hidden[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

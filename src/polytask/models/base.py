@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from polytask.errors import TaskMismatchError
+from polytask.errors import PolytaskError, TaskMismatchError
 
 
 class MultiTaskModel(nn.Module):
@@ -63,13 +63,20 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def mlp(sizes: Sequence[int], final_activation: bool = False, dropout: float = 0.0) -> nn.Sequential:
-    """Linear layers of the given sizes with ReLU between them."""
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "linear": nn.Identity}
+
+
+def mlp(
+    sizes: Sequence[int], final_activation: bool = False, dropout: float = 0.0, activation: str = "relu"
+) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` (relu, tanh or linear = none) between them."""
+    if activation not in ACTIVATIONS:
+        raise PolytaskError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or final_activation:
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)

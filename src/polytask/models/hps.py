@@ -61,8 +61,9 @@ def hps_mlp(
     hidden: Sequence[int] = (128, 64),
     head_hidden: int = 32,
     dropout: float = 0.0,
+    activation: str = "relu",
 ) -> HPS:
-    encoder = MLPBackbone(input_shape, hidden, dropout)
+    encoder = MLPBackbone(input_shape, hidden, dropout, activation)
     return HPS(encoder, make_heads(tasks, encoder.out_features, head_hidden))
 
 
