@@ -124,7 +124,9 @@ def test_task_groups_data_and_margin_check():
 
 def test_group_command_writes_groups_and_heatmaps(tmp_path, capsys):
     config = tmp_path / "group.yaml"
-    config.write_text("dataset: task_groups\ndataset_options: {groups: 2, per_group: 2, noise_task: false}\nepochs: 4\n")
+    config.write_text(
+        "dataset: task_groups\ndataset_options: {groups: 2, per_group: 2, noise_task: false}\nepochs: 4\n"
+    )
     code = main(["group", "--config", str(config), "--budget", "2", "--out", str(tmp_path), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
