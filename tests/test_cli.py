@@ -219,3 +219,30 @@ def test_compare_recommender_family_on_mmoe_synthetic(tmp_path):
     assert main(["compare", "--config", cfg, "--out", str(tmp_path / "o"), "--quiet"]) == 0
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert {r["arch"] for r in results["runs"]} == {"shared_bottom", "omoe", "mmoe", "cgc", "ple"}
+
+
+def test_auxiliary_tasks_are_reported_but_not_selected_on(tmp_path, tiny_data):
+    from polytask.compare import Comparison
+    from polytask.config import CompareConfig
+
+    config = CompareConfig(
+        dataset="multidigits",
+        dataset_options={"n_train": 192, "n_val": 96, "n_test": 96},
+        methods=["ew"],
+        seeds=[0],
+        epochs=2,
+        auxiliary=["sum"],
+        out=str(tmp_path),
+    )
+    results = Comparison(config, progress=False, log=lambda s: None).run()
+    roles = {t["name"]: t["role"] for t in results["tasks"]}
+    assert roles == {"left": "primary", "right": "primary", "sum": "auxiliary"}
+    run = results["runs"][0]
+    base = results["baselines"]["hps_cnn"]["test"]
+    primary = {t["name"]: t["metrics"] for t in results["tasks"] if t["role"] == "primary"}
+    assert run["delta_mtl"] == pytest.approx(pt.metrics.delta_mtl(run["test_scores"], base, primary))
+    assert "sum" in run["test_scores"]  # still reported
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "sum (aux) mae" in board and "primary tasks only" in board
+    with pytest.raises(pt.errors.TaskMismatchError, match="no task 'summ'"):
+        tiny_data.with_auxiliary(["summ"])

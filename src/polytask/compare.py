@@ -184,6 +184,8 @@ class Comparison:
         data = create_dataset(self.config.dataset, **self.config.dataset_options)
         if self.config.tasks:
             data = data.select(self.config.tasks)
+        if self.config.auxiliary:
+            data = data.with_auxiliary(self.config.auxiliary)
         self.config = c = resolve_training(self.config, data.info.get("train_defaults"))
         names = [t.name for t in data.tasks]
         self.archs = archs_for_data(c.archs, data)
@@ -274,6 +276,7 @@ class Comparison:
             "method_options": c.method_options.get(method, {}),
             "seed": seed,
             "tasks": [t.name for t in data.tasks],
+            "auxiliary": [t.name for t in data.tasks if t.role == "auxiliary"],
             "baseline_val": baseline["val"],
             **self._settings_key(),
         }

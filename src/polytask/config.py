@@ -77,6 +77,7 @@ class CompareConfig(TrainSettings):
     methods: list[str] | None = None
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    auxiliary: list[str] = field(default_factory=list)  # tasks trained and reported, never selected on
     out: str | None = None
     cache: bool = True
 

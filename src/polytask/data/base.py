@@ -6,6 +6,7 @@ A batch is ``(inputs, {task: target, task + "_mask": optional bool})``, the form
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -81,6 +82,16 @@ class MultiTaskData:
             if t.name == name:
                 return t
         raise TaskMismatchError(f"dataset {self.name!r} has no task {name!r}; tasks: {[t.name for t in self.tasks]}")
+
+    def with_auxiliary(self, auxiliary: Sequence[str]) -> MultiTaskData:
+        """The same data with ``auxiliary`` tasks in the auxiliary role (trained and reported, never used
+        for model selection or ΔMTL) and every other task primary."""
+        for name in auxiliary:
+            self.task(name)  # unknown names raise, listing the tasks
+        if auxiliary and set(auxiliary) >= {t.name for t in self.tasks}:
+            raise TaskMismatchError(f"dataset {self.name!r}: at least one task must stay primary")
+        tasks = [dataclasses.replace(t, role="auxiliary" if t.name in auxiliary else "primary") for t in self.tasks]
+        return dataclasses.replace(self, tasks=tasks)
 
     def select(self, tasks: Sequence[str]) -> MultiTaskData:
         """A view restricted to ``tasks`` (e.g. one task for a single-task baseline)."""

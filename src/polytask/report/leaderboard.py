@@ -22,10 +22,12 @@ def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]
     tasks = results["tasks"]
     columns = [(t["name"], m) for t in tasks for m in t["metrics"]]
     arrow = {True: "↑", False: "↓"}
+    role = {t["name"]: t.get("role", "primary") for t in tasks}
     header = (
         ["method", "arch", "ΔMTL % ↑"]
         + [
-            f"{task} {_SHORT.get(m, m)} {arrow[next(t for t in tasks if t['name'] == task)['metrics'][m]]}"
+            f"{task}{' (aux)' if role[task] == 'auxiliary' else ''} {_SHORT.get(m, m)} "
+            f"{arrow[next(t for t in tasks if t['name'] == task)['metrics'][m]]}"
             for task, m in columns
         ]
         + ["params", "ms/step", "ms/image"]
@@ -64,4 +66,8 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
         "ms/step: training step; ms/image: inference (eval mode, batch 64). Single-task params, ms/step and "
         "ms/image are the sums over the one-task networks."
     )
+    if any(t.get("role") == "auxiliary" for t in results["tasks"]):
+        legend += (
+            " ΔMTL and model selection use the primary tasks only; (aux) columns are auxiliary tasks, reported only."
+        )
     return f"# polytask leaderboard\n\n{legend}\n\n{markdown_table(header, rows)}\n"
