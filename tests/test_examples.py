@@ -18,3 +18,12 @@ def test_toy_trajectories_writes_one_png(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.stat().st_size > 10_000 and "ends on the Pareto set" in proc.stdout
+
+
+def test_reproduce_maxl_prints_the_table_and_the_label_grid(tmp_path):
+    cmd = [sys.executable, str(ROOT / "examples" / "reproduce_maxl.py"), "--seeds", "2", "--epochs", "2"]
+    proc = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for variant in ("single", "human", "maxl", "maxl-fo"):
+        assert f"  {variant}" in proc.stdout
+    assert (tmp_path / "maxl_generated_labels.png").stat().st_size > 5_000

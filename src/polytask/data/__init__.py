@@ -6,6 +6,7 @@ from polytask.data import aliexpress as _aliexpress  # noqa: F401  (registers)
 from polytask.data import behaviour_sequences as _behaviour_sequences  # noqa: F401
 from polytask.data import census as _census  # noqa: F401
 from polytask.data import dense_benchmarks as _dense_benchmarks  # noqa: F401
+from polytask.data import digits_aux as _digits_aux  # noqa: F401
 from polytask.data import funnel as _funnel  # noqa: F401
 from polytask.data import mmoe_synthetic as _mmoe_synthetic  # noqa: F401
 from polytask.data import multidigits as _multidigits  # noqa: F401
