@@ -46,3 +46,14 @@ def test_primary_tasks_must_exist():
     model = SharedScalar(["a"])
     with pytest.raises(Exception, match="primary"):
         AutoLambda(model, [Task("a", "regression")], primary=["b"])
+
+
+def test_auto_lambda_weights_a_noise_task_down_relative_to_a_useful_one():
+    import polytask as pt
+    from polytask.auxiliary.auto_lambda import fit_auto_lambda
+
+    data = pt.data.create("digits_aux", noise_task=True, n_train=200, n_val=50)
+    result = fit_auto_lambda(data, epochs=10, autol_lr=3e-3)
+    last = result["weights"][-1]
+    assert last["digit"] > last["noise"] and last["noise"] / last["primary"] < 0.5
+    assert result["test_scores"]["primary"]["accuracy"] > 0.5

@@ -84,3 +84,35 @@ class AutoLambda:
 
     def current(self) -> dict[str, float]:
         return {t.name: float(w) for t, w in zip(self.tasks, self.weights.detach())}
+
+
+def fit_auto_lambda(
+    data,
+    arch: str = "hps_mlp",
+    arch_options: dict | None = None,
+    epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    autol_lr: float = 3e-4,
+    seed: int = 0,
+) -> dict:
+    """Train ``arch`` on ``data`` with Auto-λ (Adam on the network, the meta batch from a second shuffled
+    training loader, as the reference); returns the λ after every epoch and the final test scores."""
+    from polytask import models
+    from polytask.data.base import BatchLoader
+    from polytask.training.evaluation import evaluate
+    from polytask.utils import seed_everything
+
+    seed_everything(seed)
+    model = models.create(arch, tasks=data.tasks, input_shape=data.input_shape, **(arch_options or {}))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    auto = AutoLambda(model, data.tasks, lr=autol_lr, virtual_lr=lr)
+    history = []
+    for epoch in range(epochs):
+        batches = BatchLoader(data.train, batch_size, shuffle=True, seed=seed + epoch)
+        meta = BatchLoader(data.train, batch_size, shuffle=True, seed=seed + 50_000 + epoch)
+        for batch, meta_batch in zip(batches, meta):
+            auto.step(batch, meta_batch, optimizer)
+        history.append(auto.current())
+    test = evaluate(model, data.tasks, BatchLoader(data.test, 1024)).scores
+    return {"weights": history, "test_scores": test}

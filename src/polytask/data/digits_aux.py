@@ -5,7 +5,8 @@ human-defined auxiliary task laid out in the primary classes' hierarchy ψ (for 
 - ``primary="parity"``: 2 classes (even, odd); ψ = [5, 5], even digit d is slot d/2, odd digit d is
   slot 5 + (d − 1)/2.
 
-Tasks: ``primary`` (multiclass, primary) and ``digit`` (multiclass over Σψ = 10 slots, role auxiliary).
+Tasks: ``primary`` (multiclass, primary) and ``digit`` (multiclass over Σψ = 10 slots, role auxiliary);
+with ``noise_task``, also ``noise`` (10 random classes per image, auxiliary: a task that can only hurt).
 ``info["psi"]`` holds ψ. The 1,797 images are split at random (``seed``) into ``n_train`` / ``n_val`` and
 the rest for test; a small training set leaves room for auxiliary information to help.
 """
@@ -34,7 +35,9 @@ def hierarchy(primary: str) -> tuple[list[int], np.ndarray, np.ndarray]:
 
 
 @register("digits_aux", "sklearn digits: a coarse primary task (pairs or parity) with the digit as auxiliary")
-def digits_aux(primary: str = "pairs", n_train: int = 300, n_val: int = 300, seed: int = 0) -> MultiTaskData:
+def digits_aux(
+    primary: str = "pairs", n_train: int = 300, n_val: int = 300, noise_task: bool = False, seed: int = 0
+) -> MultiTaskData:
     from sklearn.datasets import load_digits
 
     psi, primary_of, slot_of = hierarchy(primary)
@@ -50,14 +53,18 @@ def digits_aux(primary: str = "pairs", n_train: int = 300, n_val: int = 300, see
         Task("digit", "multiclass", int(sum(psi)), ("accuracy",), role="auxiliary"),
     ]
 
+    noise = np.random.default_rng(seed + 1).integers(0, 10, len(y))
+    if noise_task:
+        tasks.append(Task("noise", "multiclass", 10, ("accuracy",), role="auxiliary"))
+
     def split(idx: np.ndarray) -> Split:
-        return Split(
-            torch.from_numpy(x[idx]),
-            {
-                "primary": torch.from_numpy(primary_of[y[idx]].astype(np.int64)),
-                "digit": torch.from_numpy(slot_of[y[idx]].astype(np.int64)),
-            },
-        )
+        targets = {
+            "primary": torch.from_numpy(primary_of[y[idx]].astype(np.int64)),
+            "digit": torch.from_numpy(slot_of[y[idx]].astype(np.int64)),
+        }
+        if noise_task:
+            targets["noise"] = torch.from_numpy(noise[idx].astype(np.int64))
+        return Split(torch.from_numpy(x[idx]), targets)
 
     info = {"psi": psi, "primary": primary, "digit_of_slot": [int(np.flatnonzero(slot_of == s)[0]) for s in range(10)]}
     return MultiTaskData("digits_aux", tasks, (1, 8, 8), *(split(p) for p in parts), info)
