@@ -137,3 +137,15 @@ def test_group_command_writes_groups_and_heatmaps(tmp_path, capsys):
         assert record[method]["measured_test_loss"] > 0 and record[method]["seconds"] > 0
     assert (tmp_path / "pair_gains.png").exists() and (tmp_path / "tag_affinity.png").exists()
     assert main(["group", "--methods", "pairs,clusters", "--out", str(tmp_path)]) == 2  # a clear config error
+
+
+@pytest.mark.slow
+def test_pairwise_grouping_recovers_the_true_groups_in_most_seeds():
+    """The acceptance check of ``polytask group --dataset task_groups --budget 4 --seeds 5``: the pairwise
+    method (Standley) finds the true grouping in at least 4 of 5 seeds."""
+    from polytask.config import GroupConfig
+    from polytask.grouping.run import _with_recommendations, run_seed
+
+    config = _with_recommendations(GroupConfig(budget=4, methods=["pairs"]), pt.data.create("task_groups"))
+    recovered = [run_seed(config, seed, progress=False)["pairs"]["recovered"] for seed in range(5)]
+    assert sum(recovered) >= 4, recovered
