@@ -266,9 +266,13 @@ def test_sluice_initial_mixing_and_orthogonality_by_hand():
     assert torch.allclose(a[:2, :2], 0.9 * torch.eye(2)) and torch.allclose(a[:2, 2:], torch.full((2, 2), 0.05))
     assert torch.allclose(alpha_init(3, 2, "balanced"), torch.full((6, 6), 1 / 6))
     assert torch.allclose(beta_init(4), torch.tensor([0.1 / 3, 0.1 / 3, 0.1 / 3, 0.9]))
-    # channels c0 = [1, 2] and c1 = [3, 4] over two positions: ‖F1ᵀF2‖² / M² = (1·3 + 2·4)² / 4
+    # channels c0 = [1, 2] and c1 = [3, 4] over two positions: ‖F1ᵀF2 / M‖² / (C/S)² = ((1·3 + 2·4) / 2)² / 1
     f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
     assert orthogonality(f, 2).item() == pytest.approx(121 / 4)
+    # four channels, two per subspace: F1 = [[1, 0], [0, 1]], F2 = [[1, 1], [0, 2]] (rows: positions)
+    g = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 2.0]]).reshape(1, 4, 1, 2)
+    # F1ᵀF2 / M = [[1, 1], [0, 2]] / 2 -> squares sum 6/4, / (C/S)² = 4 -> 0.375
+    assert orthogonality(g, 2).item() == pytest.approx(0.375)
     # an α that swaps the two tasks' second subspaces moves exactly those channels
     stitch = SubspaceStitch(2, 2, "balanced")
     with torch.no_grad():
@@ -568,3 +572,13 @@ def test_default_methods_depend_on_the_number_of_architectures():
 
     assert default_methods(["hps_cnn"]) == DEFAULT_METHODS
     assert default_methods(["hps_resnet", "mtan"]) == ["ew"]
+
+
+def test_adashare_keeps_blocks_the_curriculum_never_freed(scenes):
+    torch.manual_seed(0)
+    model = pt.models.create(
+        "adashare", tasks=scenes.tasks, input_shape=scenes.input_shape, warmup_epochs=0, search_epochs=3
+    )
+    policy = model.search(scenes.train, batch_size=8, seed=0)
+    assert model.free_from == 8 - 1  # epochs 0-2 free only the last block
+    assert torch.all(policy[:, :7] == 1)

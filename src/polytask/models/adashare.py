@@ -14,7 +14,8 @@ training (which is the third phase):
    only the last ⌊e/3⌋ + 1 blocks are free, the others stay selected. The policy loss adds
    λ_sp Σ_{k,l} log p_{k,l}^{select} (sparsity) and λ_sh Σ_{k1<k2} Σ_l ((L − l)/L) |p_{k1,l} − p_{k2,l}|
    (sharing, l = 1 .. L, heavier on lower blocks), with p the select probabilities;
-3. re-training from scratch with a policy sampled once from softmax(α) (deterministic per seed).
+3. re-training from scratch with a policy sampled once from softmax(α) (deterministic per seed); blocks
+   the curriculum has not freed by the end of a short search keep "select" (their logits are untrained).
 
 Trainable parameters do not grow with K beyond the heads (the K x L x 2 logits train in the search
 only). Tasks whose policies agree on a
@@ -174,6 +175,10 @@ class AdaShare(MultiTaskModel):
             probs = self.logits.softmax(-1).reshape(-1, 2)
             draw = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))
             self.policy.copy_((draw == 0).float().reshape(self.policy.shape))
+            if self.search_epochs == 0:
+                self.policy.fill_(1.0)
+            else:  # blocks the curriculum never freed have untrained logits: they stay selected
+                self.policy[:, : self.free_from] = 1.0
         reinitialise(self, seed)
         return self.policy.clone()
 

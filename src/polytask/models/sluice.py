@@ -4,9 +4,10 @@ One network per task; each stage's output is split into S channel subspaces. Aft
 learnable α ∈ R^{KS x KS} mixes all tasks' subspaces (x̃_{k,s} = Σ_{j,r} α_{(k,s),(j,r)} x_{j,r}); a
 learnable layer-stitch β_k ∈ R^L mixes column k's stage outputs for task k's head (h_k = Σ_l β_{k,l}
 x̃_{k,l}, earlier stages average-pooled to the last stage's resolution, so the stages must have equal
-widths); and an orthogonality penalty Σ_{k,l} Σ_{s<r} ‖F_{k,l,s}ᵀ F_{k,l,r}‖²_F / M² pushes the
+widths); and an orthogonality penalty Σ_{k,l} Σ_{s<r} ‖F_{k,l,s}ᵀ F_{k,l,r} / M‖²_F / (C/S)² pushes the
 subspaces of each column apart (F: the M x C/S matrix of a subspace's activations over the batch's M
-positions; the 1/M² keeps it independent of batch and image size).
+positions; the normalisation, ours, makes it the mean squared cross-covariance entry, independent of
+batch, image size and width).
 
 Initialisation follows the reference code's defaults: α "balanced" (every entry 1/(KS)) and β
 "imbalanced" (0.9 on the last stage, 0.1/(L − 1) on the others). ``alpha_init="imbalanced"`` starts near
@@ -53,14 +54,15 @@ def beta_init(layers: int) -> torch.Tensor:
 
 
 def orthogonality(feature: torch.Tensor, subspaces: int) -> torch.Tensor:
-    """Σ_{s<r} ‖F_sᵀ F_r‖²_F / M² over the channel subspaces of an (N, C, H, W) feature."""
+    """Σ_{s<r} ‖F_sᵀ F_r / M‖²_F / (C/S)² over the channel subspaces of an (N, C, H, W) feature: the mean
+    squared entry of the subspaces' (uncentred) cross-covariance, independent of batch, image and width."""
     n, c, h, w = feature.shape
-    m = n * h * w
-    parts = feature.reshape(n, subspaces, c // subspaces, h * w).permute(1, 0, 3, 2).reshape(subspaces, m, -1)
+    m, width = n * h * w, c // subspaces
+    parts = feature.reshape(n, subspaces, width, h * w).permute(1, 0, 3, 2).reshape(subspaces, m, -1)
     total = feature.new_zeros(())
     for s in range(subspaces):
         for r in range(s + 1, subspaces):
-            total = total + (parts[s].T @ parts[r]).pow(2).sum() / m**2
+            total = total + (parts[s].T @ parts[r] / m).pow(2).sum() / width**2
     return total
 
 
