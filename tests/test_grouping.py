@@ -136,6 +136,7 @@ def test_group_command_writes_groups_and_heatmaps(tmp_path, capsys):
         assert sorted(t for g in record[method]["groups"] for t in g) == sorted(record["tasks"])
         assert record[method]["measured_test_loss"] > 0 and record[method]["seconds"] > 0
     assert (tmp_path / "pair_gains.png").exists() and (tmp_path / "tag_affinity.png").exists()
+    assert isinstance(record["truth_margin_ok"], bool) and "margin check" in printed
     assert main(["group", "--methods", "pairs,clusters", "--out", str(tmp_path)]) == 2  # a clear config error
 
 

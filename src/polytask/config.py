@@ -173,6 +173,7 @@ class GroupConfig(TrainSettings):
     tag_every: int = 10
     tag_lookahead: str = "adam"
     tag_singletons: bool = True
+    margin: float = 0.05  # δ of the ground-truth check on the pair-vs-single table (known groupings only)
     out: str | None = None
 
     def __post_init__(self) -> None:

@@ -74,4 +74,12 @@ def grouping_summary(records: list[dict[str, Any]]) -> str:
             )
     recovered = {method: sum(bool(r.get(method, {}).get("recovered")) for r in records) for method in ("pairs", "tag")}
     tail = ", ".join(f"{m}: {n}/{len(records)}" for m, n in recovered.items() if any(m in r for r in records))
-    return "\n".join(lines) + (f"\n\nTrue grouping recovered — {tail}.\n" if records[0].get("truth") else "\n")
+    text = "\n".join(lines) + (f"\n\nTrue grouping recovered — {tail}." if records[0].get("truth") else "")
+    checked = [r["seed"] for r in records if r.get("truth_margin_ok") is False]
+    if any("truth_margin_ok" in r for r in records):
+        text += (
+            " Every seed's pair table passes the margin check, so its grouping counts as ground truth."
+            if not checked
+            else f" Seeds {checked} fail the margin check on the pair table: the data do not show their grouping."
+        )
+    return text + "\n"

@@ -30,6 +30,7 @@ from polytask.config import GroupConfig, resolve_training
 from polytask.data import MultiTaskData
 from polytask.data import create as create_dataset
 from polytask.data.base import BatchLoader
+from polytask.data.task_groups import pair_margin
 from polytask.grouping.search import (
     Candidate,
     affinity_candidates,
@@ -162,6 +163,10 @@ def run_seed(
         }
     if record["truth"] is not None:
         truth = sorted(sorted(g, key=names.index) for g in record["truth"])
+        if "pairs" in record:  # the instance counts as ground truth only if its pair table shows the groups
+            test_single = {t: cache[frozenset([t])]["test"][t] for t in names}
+            test_pairs = {frozenset(p): cache[frozenset(p)]["test"] for p in itertools.combinations(names, 2)}
+            record["truth_margin_ok"] = pair_margin(test_single, test_pairs, record["truth"], config.margin)
         for method in ("pairs", "tag"):
             if method in record:
                 record[method]["recovered"] = sorted(record[method]["groups"]) == truth
