@@ -150,3 +150,12 @@ def test_pairwise_grouping_recovers_the_true_groups_in_most_seeds():
     config = _with_recommendations(GroupConfig(budget=4, methods=["pairs"]), pt.data.create("task_groups"))
     recovered = [run_seed(config, seed, progress=False)["pairs"]["recovered"] for seed in range(5)]
     assert sum(recovered) >= 4, recovered
+
+
+def test_group_config_errors():
+    from polytask.config import GroupConfig
+    from polytask.errors import ConfigError
+
+    for bad in ({"repeats": 0}, {"budget": 0.5}, {"methods": ["pairs", "tga"]}, {"tag_lookahead": "rmsprop"}):
+        with pytest.raises(ConfigError):
+            GroupConfig(**bad)

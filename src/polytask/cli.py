@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     grp.add_argument("--methods", type=_csv, help="pairs, tag or both (default pairs,tag)")
     grp.add_argument("--arch", help="architecture (default: the dataset's recommendation)")
     grp.add_argument("--seeds", type=_seeds, help="number of seeds or a comma list (default 1)")
+    grp.add_argument("--repeats", type=int, help="initialisations averaged per measured network (default 1)")
     grp.add_argument("--epochs", type=int)
     grp.add_argument("--lr", type=float)
     grp.add_argument("--device", help="auto (default), cpu, cuda")
@@ -137,7 +138,8 @@ def cmd_group(args: argparse.Namespace) -> int:
     from polytask.grouping import run_grouping
 
     values = load_yaml(args.config) if args.config else {}
-    values.update(_overrides(args, ("dataset", "budget", "methods", "arch", "seeds", "epochs", "lr", "device", "out")))
+    keys = ("dataset", "budget", "methods", "arch", "seeds", "repeats", "epochs", "lr", "device", "out")
+    values.update(_overrides(args, keys))
     if "budget" in values:
         values["budget"] = float(values["budget"])
     config = from_mapping(GroupConfig, values, args.config or "command line")

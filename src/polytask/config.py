@@ -173,7 +173,8 @@ class GroupConfig(TrainSettings):
     tag_every: int = 10
     tag_lookahead: str = "adam"
     tag_singletons: bool = True
-    margin: float = 0.05  # δ of the ground-truth check on the pair-vs-single table (known groupings only)
+    margin: float = 0.0  # δ of the ground-truth check on the pair-vs-single table (known groupings only)
+    repeats: int = 1  # initialisations averaged per measured network (Standley et al. average several)
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -187,3 +188,5 @@ class GroupConfig(TrainSettings):
             raise ConfigError("tag_every must be >= 1 and tag_lookahead 'adam' or 'sgd'")
         if not self.seeds:
             raise ConfigError("seeds must name at least one seed")
+        if self.repeats < 1:
+            raise ConfigError(f"repeats must be >= 1, got {self.repeats}")

@@ -48,7 +48,13 @@ from polytask.utils import seed_everything, write_json
 def train_group(
     data: MultiTaskData, group: Sequence[str], config: GroupConfig, seed: int
 ) -> dict[str, dict[str, float]]:
-    """Train one network on ``group``; its per-task validation and test losses at the selected epoch."""
+    """Train a network on ``group`` (``config.repeats`` initialisations); its per-task validation and test
+    losses at the selected epoch, averaged over the initialisations."""
+    runs = [_train_once(data, group, config, seed + 7919 * r) for r in range(config.repeats)]
+    return {split: {t: sum(run[split][t] for run in runs) / len(runs) for t in group} for split in ("val", "test")}
+
+
+def _train_once(data: MultiTaskData, group: Sequence[str], config: GroupConfig, seed: int) -> dict:
     sub = data.select(list(group))
     seed_everything(seed)
     model = models.create(config.arch, tasks=sub.tasks, input_shape=sub.input_shape, **config.arch_options)
@@ -167,6 +173,10 @@ def run_seed(
             test_single = {t: cache[frozenset([t])]["test"][t] for t in names}
             test_pairs = {frozenset(p): cache[frozenset(p)]["test"] for p in itertools.combinations(names, 2)}
             record["truth_margin_ok"] = pair_margin(test_single, test_pairs, record["truth"], config.margin)
+            record["pairs"]["pair_to_single_test"] = {
+                "+".join(sorted(p, key=names.index)): {t: v[t] / test_single[t] for t in p}
+                for p, v in test_pairs.items()
+            }
         for method in ("pairs", "tag"):
             if method in record:
                 record[method]["recovered"] = sorted(record[method]["groups"]) == truth
