@@ -155,3 +155,29 @@ def cache_dir() -> Path:
 def config_hash(config: Mapping) -> str:
     """A short stable hash of a JSON-able configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_arrays(name: str, config: Mapping, build) -> dict:
+    """``build(**config)`` (a dict of numpy arrays), cached as ``<cache>/data/<name>-<hash>.npz``; a corrupt
+    cache file is rebuilt, never trusted, and an unwritable cache only costs the rebuild next time."""
+    import tempfile
+
+    import numpy as np
+
+    path = cache_dir() / "data" / f"{name}-{config_hash(config)}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in f.files}
+        except Exception:
+            path.unlink(missing_ok=True)
+    arrays = build(**config)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return arrays

@@ -16,14 +16,12 @@ well under a second and cached under :func:`~polytask.data.base.cache_dir`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from polytask.data.base import MultiTaskData, Split, cache_dir, config_hash
+from polytask.data.base import MultiTaskData, Split, cached_arrays
 from polytask.data.registry import register
 from polytask.errors import PolytaskError
 from polytask.tasks import Task
@@ -81,23 +79,7 @@ def build_arrays(
 
 
 def _load_or_build(config: dict) -> dict[str, np.ndarray]:
-    path = cache_dir() / "data" / f"multidigits-{config_hash(config)}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as f:
-                return {k: f[k] for k in f.files}
-        except Exception:  # a corrupt cache file is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    arrays = build_arrays(**config)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # an unwritable cache only costs the (sub-second) rebuild next time
-    return arrays
+    return cached_arrays("multidigits", config, build_arrays)
 
 
 @register("multidigits", "Two overlaid sklearn 8x8 digits: left/right class (10-way) and their sum (regression)")

@@ -24,13 +24,11 @@ have most to give each other. Deterministic per ``seed``; 2,000 images of 32 x 3
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
 import numpy as np
 import torch
 
-from polytask.data.base import MultiTaskData, Split, cache_dir, config_hash
+from polytask.data.base import MultiTaskData, Split, cached_arrays
 from polytask.data.registry import register
 from polytask.dense import DenseTask
 from polytask.errors import PolytaskError
@@ -218,23 +216,7 @@ def build_arrays(n_train: int, n_val: int, n_test: int, size: int, fov: float, c
 
 
 def _load_or_build(config: dict) -> dict[str, np.ndarray]:
-    path = cache_dir() / "data" / f"scenes-{config_hash(config)}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as f:
-                return {k: f[k] for k in f.files}
-        except Exception:  # a corrupt cache file is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    arrays = build_arrays(**config)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # an unwritable cache only costs the rebuild next time
-    return arrays
+    return cached_arrays("scenes", config, build_arrays)
 
 
 def split_from_arrays(arrays: dict[str, np.ndarray], split: str) -> Split:

@@ -24,7 +24,7 @@ prefix of blocks share its computation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +33,9 @@ from tqdm.auto import tqdm
 
 from polytask.data.base import BatchLoader, Split
 from polytask.errors import PolytaskError
-from polytask.models.base import MultiTaskModel
 from polytask.models.conv import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResTrunk, check_image_shape, task_head
 from polytask.models.registry import register
-from polytask.models.search import halves, reinitialise, train_pass
+from polytask.models.search import UsageSplitModel, halves, reinitialise, train_pass
 from polytask.tasks import Task
 
 
@@ -53,7 +52,7 @@ def sharing_loss(select: torch.Tensor) -> torch.Tensor:
     return (torch.triu(torch.ones(k, k, device=select.device), diagonal=1)[..., None] * diffs * weights).sum()
 
 
-class AdaShare(MultiTaskModel):
+class AdaShare(UsageSplitModel):
     def __init__(
         self,
         tasks: Sequence[Task],
@@ -194,15 +193,6 @@ class AdaShare(MultiTaskModel):
             shortcut = {id(q) for q in block.shortcut.parameters()}
             pairs += [(p, every if id(p) in shortcut else selecting) for p in block.parameters()]
         return pairs
-
-    def shared_parameters(self) -> Iterator[nn.Parameter]:
-        return (p for p, users in self._parameter_users() if len(users) > 1)
-
-    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
-        self._check_task(task)
-        k = self.tasks.index(task)
-        yield from (p for p, users in self._parameter_users() if users == {k})
-        yield from self.heads[task].parameters()
 
 
 @register(

@@ -18,7 +18,7 @@ scratch (the reference code evaluates the super-network instead).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +27,9 @@ from tqdm.auto import tqdm
 
 from polytask.data.base import BatchLoader, Split
 from polytask.errors import PolytaskError
-from polytask.models.base import MultiTaskModel
 from polytask.models.conv import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResTrunk, check_image_shape, task_head
 from polytask.models.registry import register
-from polytask.models.search import halves, reinitialise, train_pass
+from polytask.models.search import UsageSplitModel, halves, reinitialise, train_pass
 from polytask.tasks import Task
 
 
@@ -40,7 +39,7 @@ def edge_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)).sum()
 
 
-class MTLNAS(MultiTaskModel):
+class MTLNAS(UsageSplitModel):
     def __init__(
         self,
         tasks: Sequence[Task],
@@ -196,15 +195,6 @@ class MTLNAS(MultiTaskModel):
             if self.active[e] > 0:
                 pairs += [(p, reach[b]) for p in self.edge_proj[e].parameters()]
         return pairs
-
-    def shared_parameters(self) -> Iterator[nn.Parameter]:
-        return (p for p, users in self._parameter_users() if len(users) > 1)
-
-    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
-        self._check_task(task)
-        k = self.tasks.index(task)
-        yield from (p for p, users in self._parameter_users() if users == {k})
-        yield from self.heads[task].parameters()
 
 
 @register(

@@ -5,13 +5,14 @@ layer's weights before re-training from scratch."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from polytask.data.base import BatchLoader, Split, take
 from polytask.errors import PolytaskError
+from polytask.models.base import MultiTaskModel
 from polytask.tasks import Task, compute_losses
 
 
@@ -61,3 +62,24 @@ def reinitialise(model: nn.Module, seed: int) -> None:
         if m is not model and hasattr(m, "reset_parameters"):
             m.reset_parameters()
     torch.random.set_rng_state(state)
+
+
+class UsageSplitModel(MultiTaskModel):
+    """A model whose searched structure decides which tasks use each trunk parameter: subclasses list
+    ``(parameter, tasks using it)`` in :meth:`_parameter_users`; a parameter used by several tasks is
+    shared, one used by task k alone is k's, one used by none gets no gradient and is in neither list.
+    ``self.heads`` ({task: module}) are always task-specific."""
+
+    heads: nn.ModuleDict
+
+    def _parameter_users(self) -> list[tuple[nn.Parameter, set[int]]]:
+        raise NotImplementedError
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p, users in self._parameter_users() if len(users) > 1)
+
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        self._check_task(task)
+        k = self.tasks.index(task)
+        yield from (p for p, users in self._parameter_users() if users == {k})
+        yield from self.heads[task].parameters()
