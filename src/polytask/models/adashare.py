@@ -52,6 +52,13 @@ def sharing_loss(select: torch.Tensor) -> torch.Tensor:
     return (torch.triu(torch.ones(k, k, device=select.device), diagonal=1)[..., None] * diffs * weights).sum()
 
 
+@register(
+    "adashare",
+    "AdaShare (Sun 2020): per-task select/skip policy over shared ResNet blocks, searched then re-trained",
+    inputs=("image",),
+    dense=True,
+    baseline="hps_resnet",
+)
 class AdaShare(UsageSplitModel):
     def __init__(
         self,
@@ -193,44 +200,3 @@ class AdaShare(UsageSplitModel):
             shortcut = {id(q) for q in block.shortcut.parameters()}
             pairs += [(p, every if id(p) in shortcut else selecting) for p in block.parameters()]
         return pairs
-
-
-@register(
-    "adashare",
-    "AdaShare (Sun 2020): per-task select/skip policy over shared ResNet blocks, searched then re-trained",
-    inputs=("image",),
-    dense=True,
-    baseline="hps_resnet",
-)
-def adashare(
-    tasks: Sequence[Task],
-    input_shape: Sequence[int],
-    warmup_epochs: int = 2,
-    search_epochs: int = 6,
-    tau: float = 5.0,
-    tau_decay: float = 0.965,
-    sparsity: float = 1e-3,
-    sharing: float = 0.05,
-    policy_lr: float = 0.01,
-    hard: bool = True,
-    widths: Sequence[int] = DEFAULT_WIDTHS,
-    strides: Sequence[int] = DEFAULT_STRIDES,
-    blocks: int = 2,
-    head_hidden: int = 32,
-) -> AdaShare:
-    return AdaShare(
-        tasks,
-        input_shape,
-        warmup_epochs,
-        search_epochs,
-        tau,
-        tau_decay,
-        sparsity,
-        sharing,
-        policy_lr,
-        hard,
-        widths,
-        strides,
-        blocks,
-        head_hidden,
-    )

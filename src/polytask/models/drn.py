@@ -68,6 +68,13 @@ class TensorNormalPrior(nn.Module):
             getattr(self, f"inverse{mode}").copy_(torch.linalg.inv(sigma))
 
 
+@register(
+    "drn",
+    "Deep Relationship Networks (Long 2017): shared ResNet, task layers under a tensor-normal prior",
+    inputs=("image",),
+    dense=True,
+    baseline="hps_resnet",
+)
 class DRN(MultiTaskModel):
     def __init__(
         self,
@@ -140,25 +147,3 @@ class DRN(MultiTaskModel):
         self._check_task(task)
         yield from self.task_layers[task].parameters()
         yield from self.heads[task].parameters()
-
-
-@register(
-    "drn",
-    "Deep Relationship Networks (Long 2017): shared ResNet, task layers under a tensor-normal prior",
-    inputs=("image",),
-    dense=True,
-    baseline="hps_resnet",
-)
-def drn(
-    tasks: Sequence[Task],
-    input_shape: Sequence[int],
-    weight: float = 1e-3,
-    update_every: int = 100,
-    feature_covariances: bool = False,
-    eps: float = 1e-3,
-    widths: Sequence[int] = DEFAULT_WIDTHS,
-    strides: Sequence[int] = DEFAULT_STRIDES,
-    blocks: int = 2,
-    head_hidden: int = 32,
-) -> DRN:
-    return DRN(tasks, input_shape, weight, update_every, feature_covariances, eps, widths, strides, blocks, head_hidden)

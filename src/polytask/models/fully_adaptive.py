@@ -71,6 +71,13 @@ def best_grouping(units: Sequence[Group], affinity: torch.Tensor, branch_cost: f
     return min(set_partitions(list(units)), key=lambda g: grouping_cost(g, affinity, branch_cost))
 
 
+@register(
+    "fully_adaptive",
+    "Fully-adaptive feature sharing (Lu 2017): a thin shared ResNet widened top-down by task affinity",
+    inputs=("image",),
+    dense=True,
+    baseline="hps_resnet",
+)
 class FullyAdaptive(MultiTaskModel):
     def __init__(
         self,
@@ -232,26 +239,3 @@ class FullyAdaptive(MultiTaskModel):
                 {self._key(j, g): copy.deepcopy(template[j]) for j, groups in enumerate(partition) for g in groups}
             )
             self.partition = partition
-
-
-@register(
-    "fully_adaptive",
-    "Fully-adaptive feature sharing (Lu 2017): a thin shared ResNet widened top-down by task affinity",
-    inputs=("image",),
-    dense=True,
-    baseline="hps_resnet",
-)
-def fully_adaptive(
-    tasks: Sequence[Task],
-    input_shape: Sequence[int],
-    branch_cost: float = 0.5,
-    round_epochs: int = 1,
-    affinity_samples: int = 128,
-    widths: Sequence[int] = DEFAULT_WIDTHS,
-    strides: Sequence[int] = DEFAULT_STRIDES,
-    blocks: int = 2,
-    head_hidden: int = 32,
-) -> FullyAdaptive:
-    return FullyAdaptive(
-        tasks, input_shape, branch_cost, round_epochs, affinity_samples, widths, strides, blocks, head_hidden
-    )

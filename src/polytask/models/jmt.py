@@ -48,6 +48,13 @@ def label_distribution(task: Task, pred: torch.Tensor) -> torch.Tensor:
     return pred
 
 
+@register(
+    "jmt",
+    "Hierarchical supervision (Joint Many-Task, Hashimoto 2017): tasks at increasing depths, successive reg.",
+    inputs=("image",),
+    dense=True,
+    baseline="hps_resnet",
+)
 class JointManyTask(MultiTaskModel):
     def __init__(
         self,
@@ -134,24 +141,3 @@ class JointManyTask(MultiTaskModel):
             yield from self.levels[-1].parameters()
             yield from self.embeddings[-1].parameters()
             yield from self.heads[task].parameters()
-
-
-@register(
-    "jmt",
-    "Hierarchical supervision (Joint Many-Task, Hashimoto 2017): tasks at increasing depths, successive reg.",
-    inputs=("image",),
-    dense=True,
-    baseline="hps_resnet",
-)
-def jmt(
-    tasks: Sequence[Task],
-    input_shape: Sequence[int],
-    order: Sequence[str] | None = None,
-    width: int = 32,
-    label_channels: int = 8,
-    delta: float = 1e-2,
-    stage_steps: int = 100,
-    blocks: int = 2,
-    head_hidden: int = 32,
-) -> JointManyTask:
-    return JointManyTask(tasks, input_shape, order, width, label_channels, delta, stage_steps, blocks, head_hidden)

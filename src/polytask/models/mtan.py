@@ -37,6 +37,13 @@ def attention(cin: int, channels: int) -> nn.Sequential:
     )
 
 
+@register(
+    "mtan",
+    "MTAN (Liu 2019): shared ResNet + per-task attention modules at every stage",
+    inputs=("image",),
+    dense=True,
+    baseline="hps_resnet",
+)
 class MTAN(MultiTaskModel):
     def __init__(
         self,
@@ -82,21 +89,3 @@ class MTAN(MultiTaskModel):
         self._check_task(task)
         yield from self.attention[task].parameters()
         yield from self.heads[task].parameters()
-
-
-@register(
-    "mtan",
-    "MTAN (Liu 2019): shared ResNet + per-task attention modules at every stage",
-    inputs=("image",),
-    dense=True,
-    baseline="hps_resnet",
-)
-def mtan(
-    tasks: Sequence[Task],
-    input_shape: Sequence[int],
-    widths: Sequence[int] = DEFAULT_WIDTHS,
-    strides: Sequence[int] = DEFAULT_STRIDES,
-    blocks: int = 2,
-    head_hidden: int = 32,
-) -> MTAN:
-    return MTAN(tasks, input_shape, widths, strides, blocks, head_hidden)

@@ -63,6 +63,13 @@ class FeaturePropagation(nn.Module):
         return {t: feats[t] + self.se[t](shared) for t in self.tasks}
 
 
+@register(
+    "mtinet",
+    "MTI-Net (Vandenhende 2020): multi-scale initial predictions, feature propagation and distillation",
+    inputs=("image",),
+    dense=True,
+    baseline="hps_resnet",
+)
 class MTINet(MultiTaskModel):
     def __init__(
         self,
@@ -160,22 +167,3 @@ class MTINet(MultiTaskModel):
         for d in self.distill:
             yield from d.parameters_of(task)
         yield from self.heads[task].parameters()
-
-
-@register(
-    "mtinet",
-    "MTI-Net (Vandenhende 2020): multi-scale initial predictions, feature propagation and distillation",
-    inputs=("image",),
-    dense=True,
-    baseline="hps_resnet",
-)
-def mtinet(
-    tasks: Sequence[Task],
-    input_shape: Sequence[int],
-    widths: Sequence[int] = DEFAULT_WIDTHS,
-    strides: Sequence[int] = (2, 2, 2, 2),
-    blocks: int = 2,
-    se_reduction: int = 4,
-    head_hidden: int = 32,
-) -> MTINet:
-    return MTINet(tasks, input_shape, widths, strides, blocks, se_reduction, head_hidden)

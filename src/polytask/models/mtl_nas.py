@@ -39,6 +39,13 @@ def edge_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)).sum()
 
 
+@register(
+    "mtl_nas",
+    "MTL-NAS (Gao 2020): one ResNet per task, searched NDDR fusion edges (min-entropy), then re-trained",
+    inputs=("image",),
+    dense=True,
+    baseline="hps_resnet",
+)
 class MTLNAS(UsageSplitModel):
     def __init__(
         self,
@@ -195,27 +202,3 @@ class MTLNAS(UsageSplitModel):
             if self.active[e] > 0:
                 pairs += [(p, reach[b]) for p in self.edge_proj[e].parameters()]
         return pairs
-
-
-@register(
-    "mtl_nas",
-    "MTL-NAS (Gao 2020): one ResNet per task, searched NDDR fusion edges (min-entropy), then re-trained",
-    inputs=("image",),
-    dense=True,
-    baseline="hps_resnet",
-)
-def mtl_nas(
-    tasks: Sequence[Task],
-    input_shape: Sequence[int],
-    search_epochs: int = 6,
-    max_gap: int = 1,
-    entropy_weight: float = 10.0,
-    arch_lr: float = 3e-3,
-    widths: Sequence[int] = DEFAULT_WIDTHS,
-    strides: Sequence[int] = DEFAULT_STRIDES,
-    blocks: int = 2,
-    head_hidden: int = 32,
-) -> MTLNAS:
-    return MTLNAS(
-        tasks, input_shape, search_epochs, max_gap, entropy_weight, arch_lr, widths, strides, blocks, head_hidden
-    )

@@ -53,6 +53,13 @@ class Distillation(nn.Module):
                 yield from self.message[key].parameters()
 
 
+@register(
+    "padnet",
+    "PAD-Net (Xu 2018): shared ResNet, per-task initial predictions, attention-guided multi-modal distillation",
+    inputs=("image",),
+    dense=True,
+    baseline="hps_resnet",
+)
 class PADNet(MultiTaskModel):
     def __init__(
         self,
@@ -102,22 +109,3 @@ class PADNet(MultiTaskModel):
         yield from self.initial_heads[task].parameters()
         yield from self.distill.parameters_of(task)
         yield from self.heads[task].parameters()
-
-
-@register(
-    "padnet",
-    "PAD-Net (Xu 2018): shared ResNet, per-task initial predictions, attention-guided multi-modal distillation",
-    inputs=("image",),
-    dense=True,
-    baseline="hps_resnet",
-)
-def padnet(
-    tasks: Sequence[Task],
-    input_shape: Sequence[int],
-    channels: int = 32,
-    widths: Sequence[int] = DEFAULT_WIDTHS,
-    strides: Sequence[int] = DEFAULT_STRIDES,
-    blocks: int = 2,
-    head_hidden: int = 32,
-) -> PADNet:
-    return PADNet(tasks, input_shape, channels, widths, strides, blocks, head_hidden)
