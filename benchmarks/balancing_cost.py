@@ -73,9 +73,14 @@ def make(model_name: str, batch: int = 128):
     return model, x, ys
 
 
-def polytask_step(method: str, model_name: str, engine: str) -> Callable[[], None]:
+def polytask_step(method: str, model_name: str, engine: str, factored: str) -> Callable[[], None]:
     model, x, ys = make(model_name)
-    options = {} if method in ("ew", "gls", "uw", "dwa", "dtp", "lbtw", "rlw", "famo", "imtl_l") else {"engine": engine}
+    balancer_class = type(pt.balancing.create(method, tasks=TASKS))
+    options = {}
+    if issubclass(balancer_class, pt.balancing.gradient.GradientBalancer):
+        options = {"engine": engine} if method == "graddrop" else {"engine": engine, "factored": factored}
+    elif method == "gradnorm":
+        options = {"engine": engine}
     balancer = pt.balancing.create(method, tasks=TASKS, **options)
     opt = torch.optim.SGD(list(model.parameters()) + list(balancer.parameters()), lr=1e-4)
     shared = list(model.encoder.parameters())
@@ -100,29 +105,32 @@ def exact_jacobian_floor(model: nn.Module, batch: int, n_tasks: int) -> float:
     the linear layers of ``model.encoder`` (heads are negligible). A layer costs F = B·in·out in the
     forward, F for its weight gradient and F for its input gradient (none for the first layer). Exact
     per-task gradients need the K input-gradient products; on the weight side a layer either forms its K
-    weight gradients (K·F, d is then free) or its sample Gramian contribution from x xᵀ and the symmetric
-    δ δᵀ (B²·in + (KB)²·out/2) plus one weight-gradient product for d (F), whichever is cheaper. No exact
-    Jacobian or Gramian method built from these products costs less than this ratio."""
+    weight gradients (K·F, d is then free) or its Gram contribution from S = X Xᵀ and the K products S δ_l
+    (B²·in + K·B²·out + K²·B·out) plus one weight-gradient product for d (F), whichever is cheaper (the
+    choice ``factored='auto'`` makes). No exact Gramian method built from these products costs less."""
     layers = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)]
     forward = weight = inputs = per_task = 0.0
     for i, layer in enumerate(layers):
-        f = batch * layer.in_features * layer.out_features
+        n_in, n_out = layer.in_features, layer.out_features
+        f = batch * n_in * n_out
         input_grad = 0.0 if i == 0 else f
-        sample_gram = batch**2 * layer.in_features + (n_tasks * batch) ** 2 * layer.out_features / 2
+        factored = batch**2 * n_in + n_tasks * batch**2 * n_out + n_tasks**2 * batch * n_out
         forward, weight, inputs = forward + f, weight + f, inputs + input_grad
-        per_task += n_tasks * input_grad + min(n_tasks * f, sample_gram + f)
+        per_task += n_tasks * input_grad + min(n_tasks * f, factored + f)
     return (forward + per_task) / (forward + weight + inputs)
 
 
-def jacobian_only_step(model_name: str, engine: str) -> Callable[[], None]:
-    """Forward, losses and the per-task gradients alone: the floor every Jacobian method pays."""
+def gramian_only_step(model_name: str, engine: str, factored: str) -> Callable[[], None]:
+    """Forward, losses and the Gramian of the per-task gradients alone: what every Gramian method pays
+    before its weighting and update."""
     model, x, ys = make(model_name)
-    params = list(model.parameters())
+    shared, heads = list(model.encoder.parameters()), list(model.heads.parameters())
 
     def step():
         _, outs = model(x)
         losses = torch.stack([((o - y) ** 2).mean() for o, y in zip(outs, ys)])
-        pt.balancing.jacobian.task_gradients(losses, params, engine)
+        jacobian, _, _ = pt.balancing.jacobian.task_jacobian(losses, shared, heads, engine, factored)
+        jacobian.gramian()
 
     return step
 
@@ -189,6 +197,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--engine", default="auto", choices=["auto", "batched", "loop"])
+    parser.add_argument("--factored", default="auto", choices=["auto", "always", "never"])
     parser.add_argument("--methods", default="all")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -198,22 +207,22 @@ def main() -> None:
     methods = pt.balancing.available() if args.methods == "all" else args.methods.split(",")
     methods = ["ew"] + [m for m in methods if m != "ew"]
     for model_name in args.models.split(","):
-        ours = {m: polytask_step(m, model_name, args.engine) for m in methods}
+        ours = {m: polytask_step(m, model_name, args.engine, args.factored) for m in methods}
         theirs = {m: s for m in methods if m in TORCHJD and (s := torchjd_step(m, model_name)) is not None}
         steps = {**{("polytask", m): s for m, s in ours.items()}, **{("torchjd", m): s for m, s in theirs.items()}}
-        steps[("polytask", "(J only)")] = jacobian_only_step(model_name, args.engine)
+        steps[("polytask", "(G only)")] = gramian_only_step(model_name, args.engine, args.factored)
         timing = measure(steps, args.steps, args.rounds)
         memory = {key: peak_step_memory(step) for key, step in steps.items()}
         base_t, base_m = timing[("polytask", "ew")], max(memory[("polytask", "ew")], 1)
         print(
             f"\n{model_name.upper()}  (EW: {base_t * 1000:.2f} ms/step, {base_m / 2**20:.1f} MiB peak step memory; "
-            f"threads {torch.get_num_threads()}, engine {args.engine})"
+            f"threads {torch.get_num_threads()}, engine {args.engine}, factored {args.factored})"
         )
         header = f"{'method':13s} {'ms/step':>8s} {'x EW':>6s} {'mem x EW':>9s}"
         if theirs:
             header += f" {'TorchJD ms':>11s} {'TorchJD x EW':>13s} {'ours/TorchJD':>13s}"
         print(header)
-        for m in [*methods, "(J only)"]:
+        for m in [*methods, "(G only)"]:
             t, mem = timing[("polytask", m)], memory[("polytask", m)]
             flag = " *" if m in GRAMIAN and t / base_t > 2.0 else ""
             line = f"{m:13s} {t * 1000:8.2f} {t / base_t:6.2f} {mem / base_m:9.2f}"
@@ -221,7 +230,7 @@ def main() -> None:
                 tj = timing[("torchjd", m)]
                 line += f" {tj * 1000:11.2f} {tj / base_t:13.2f} {t / tj:13.2f}"
             print(line + flag)
-        print("(* a Gramian method above the 2.0x EW target; (J only): forward + per-task gradients, no aggregation)")
+        print("(* a Gramian method above the 2.0x EW target; (G only): forward + the Gramian, no weighting or update)")
         if model_name == "mlp":
             floor = exact_jacobian_floor(make("mlp")[0], 128, len(TASKS))
             print(

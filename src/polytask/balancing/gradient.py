@@ -26,10 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from polytask.balancing import factored as fac
 from polytask.balancing import gramian_weightings as gw
 from polytask.balancing import jacobian as jac
 from polytask.balancing.base import Balancer, Losses, Params
 from polytask.balancing.registry import register
+from polytask.balancing.solvers import single_threaded_blas
 from polytask.errors import PolytaskError, SolverError
 
 
@@ -39,8 +41,11 @@ class GradientBalancer(Balancer):
     Subclasses implement :meth:`gram_weights` (G and losses -> weights w, d = Jᵀw) or, for methods that
     are not functions of G, :meth:`aggregate`. Options shared by all: ``rep_grad`` (per-task gradients
     w.r.t. the representation z instead of the shared parameters: MGDA-UB style, cheaper, approximate),
-    ``engine`` (``auto``/``batched``/``loop``, see :func:`~polytask.balancing.jacobian.task_gradients`)
-    and ``scale_heads`` (task-specific parameters get w_k times their task's gradient; ``False``: 1 times).
+    ``engine`` (``auto``/``batched``/``loop``, see :func:`~polytask.balancing.jacobian.task_gradients`),
+    ``factored`` (``auto``: linear layers whose Gram contribution is cheaper from their inputs and output
+    gradients than from K weight gradients are held in that form, :mod:`polytask.balancing.factored`;
+    ``always``; ``never``: exact either way, off under ``torch.distributed`` and in rep-grad mode) and
+    ``scale_heads`` (task-specific parameters get w_k times their task's gradient; ``False``: 1 times).
     """
 
     needs_shared_params = True
@@ -48,16 +53,24 @@ class GradientBalancer(Balancer):
     defines_weights = True  # False: heads always get their plain task gradient (PCGrad, GradVac, ...)
 
     def __init__(
-        self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto", scale_heads: bool = True
+        self,
+        tasks: Sequence[str] | int,
+        rep_grad: bool = False,
+        engine: str = "auto",
+        scale_heads: bool = True,
+        factored: str = "auto",
     ):
         super().__init__(tasks)
         if rep_grad and not self.supports_rep_grad:
             raise PolytaskError(f"{self.name}: rep_grad=True is not supported")
         if engine not in jac.ENGINES:
             raise PolytaskError(f"{self.name}: engine must be one of {jac.ENGINES}, got {engine!r}")
+        if factored not in fac.MODES:
+            raise PolytaskError(f"{self.name}: factored must be one of {fac.MODES}, got {factored!r}")
         self.rep_grad = bool(rep_grad)
         self.needs_representation = self.rep_grad
         self.engine = engine
+        self.factored = factored
         self.engine_used: str | None = None
         self.scale_heads = bool(scale_heads)
         self._checked_coverage = False
@@ -68,22 +81,24 @@ class GradientBalancer(Balancer):
         raise NotImplementedError
 
     def aggregate(
-        self, grads: list[torch.Tensor], losses: torch.Tensor
+        self, jacobian: jac.TaskJacobian, losses: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Per-block update Jᵀw, the weights w on the shared gradients, and the weights for the heads."""
-        G = self.global_gramian(grads).cpu().numpy()
-        w_np = self.gram_weights(G, losses.detach().double().cpu().numpy())
+        """Per-target update Jᵀw, the weights w on the shared gradients, and the weights for the heads."""
+        G = self.global_gramian(jacobian)
+        with single_threaded_blas():
+            w_np = self.gram_weights(G.cpu().numpy(), losses.detach().double().cpu().numpy())
         if not np.all(np.isfinite(w_np)):
             raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")
-        w = torch.as_tensor(w_np, dtype=grads[0].dtype, device=grads[0].device)
+        dtype = jacobian.targets[0].dtype
+        w = torch.as_tensor(w_np, dtype=dtype, device=jacobian.targets[0].device)
         heads = w if (self.scale_heads and self.defines_weights) else torch.ones_like(w)
-        return jac.combine(grads, w), w, heads
+        return jacobian.combine(w), w, heads
 
-    def global_gramian(self, grads: list[torch.Tensor]) -> torch.Tensor:
+    def global_gramian(self, jacobian: jac.TaskJacobian) -> torch.Tensor:
         """G of the global batch. Parameter gradients are already averaged over processes. For gradients
         w.r.t. z, rank r holds rows (B_global/B_r) times those of the global batch's samples, so with n
         equal ranks G = (1/n²) Σ_r G_r."""
-        G = jac.gramian(grads)
+        G = jacobian.gramian()
         n = jac.world_size()
         if self.rep_grad and n > 1:
             jac.all_reduce_mean([G])
@@ -119,15 +134,17 @@ class GradientBalancer(Balancer):
                 )
             targets = shared
         heads = self._heads(stacked, shared, task_params, representation)
-        grads, self.engine_used = jac.task_gradients(
-            stacked, targets + heads, self.engine, retain_graph=self.rep_grad, must_use=int(self.rep_grad)
+        distributed = jac.world_size() > 1
+        # factored blocks are per-rank (the global G would need every rank's inputs): dense under DDP
+        factored = "never" if (self.rep_grad or distributed) else self.factored
+        jacobian, head_grads, self.engine_used = jac.task_jacobian(
+            stacked, targets, heads, self.engine, factored, retain_graph=self.rep_grad, must_use=int(self.rep_grad)
         )
-        shared_grads, head_grads = grads[: len(targets)], grads[len(targets) :]
         global_losses = stacked.detach().clone()
         # per-task gradients of parameters are averaged over processes (= the global batch's); gradients
         # w.r.t. z belong to each rank's own samples and stay local (aggregate() combines their Gram matrices)
-        jac.all_reduce_mean([*head_grads, global_losses, *([] if self.rep_grad else shared_grads)])
-        update, w, head_w = self.aggregate(shared_grads, global_losses)
+        jac.all_reduce_mean([*head_grads, global_losses, *([] if self.rep_grad else jacobian.dense_blocks())])
+        update, w, head_w = self.aggregate(jacobian, global_losses)
         if self.rep_grad:
             encoder = shared or [p for p in jac.graph_leaves(representation) if p.requires_grad]
             dz = update[0].to(representation.dtype)
@@ -225,8 +242,9 @@ class MGDA(GradientBalancer):
         rep_grad: bool = False,
         engine: str = "auto",
         scale_heads: bool = True,
+        factored: str = "auto",
     ):
-        super().__init__(tasks, rep_grad, engine, scale_heads)
+        super().__init__(tasks, rep_grad, engine, scale_heads, factored)
         if normalization not in gw.MGDA_NORMALIZATIONS:
             raise PolytaskError(f"mgda: normalization must be one of {gw.MGDA_NORMALIZATIONS}, got {normalization!r}")
         if solver not in ("frank_wolfe", "active_set"):
@@ -252,8 +270,9 @@ class MGDAUB(MGDA):
         rep_grad: bool = True,
         engine: str = "auto",
         scale_heads: bool = True,
+        factored: str = "auto",
     ):
-        super().__init__(tasks, normalization, solver, rep_grad, engine, scale_heads)
+        super().__init__(tasks, normalization, solver, rep_grad, engine, scale_heads, factored)
 
 
 @register("cagrad")
@@ -272,8 +291,9 @@ class CAGrad(GradientBalancer):
         rescale: int = 1,
         rep_grad: bool = False,
         engine: str = "auto",
+        factored: str = "auto",
     ):
-        super().__init__(tasks, rep_grad, engine)
+        super().__init__(tasks, rep_grad, engine, factored=factored)
         if c < 0:
             raise PolytaskError(f"cagrad: c must be >= 0, got {c}")
         if rescale not in (0, 1, 2):
@@ -304,8 +324,9 @@ class NashMTL(GradientBalancer):
         rep_grad: bool = False,
         engine: str = "auto",
         scale_heads: bool = True,
+        factored: str = "auto",
     ):
-        super().__init__(tasks, rep_grad, engine, scale_heads)
+        super().__init__(tasks, rep_grad, engine, scale_heads, factored)
         if update_every < 1:
             raise PolytaskError(f"nash_mtl: update_every must be >= 1, got {update_every}")
         if on_failure not in ("raise", "keep"):
@@ -361,8 +382,10 @@ class IMTLG(GradientBalancer):
     name = "imtl_g"
     defines_weights = False  # the paper updates θ_k with ∇L_k itself (IMTL-G weights may be negative)
 
-    def __init__(self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto"):
-        super().__init__(tasks, rep_grad, engine)
+    def __init__(
+        self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto", factored: str = "auto"
+    ):
+        super().__init__(tasks, rep_grad, engine, factored=factored)
 
     def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
         return gw.imtl_g_weights(G)
@@ -378,14 +401,16 @@ class IMTL(GradientBalancer):
     name = "imtl"
     defines_weights = False  # heads: ∇(e^{s_k} L_k), the paper's Algorithm 1
 
-    def __init__(self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto"):
-        super().__init__(tasks, rep_grad, engine)
+    def __init__(
+        self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto", factored: str = "auto"
+    ):
+        super().__init__(tasks, rep_grad, engine, factored=factored)
         self.log_scales = nn.Parameter(torch.zeros(self.num_tasks))
 
-    def aggregate(self, grads, losses):
-        scale = torch.exp(self.log_scales.detach()).to(grads[0].dtype)
-        scaled = [g * scale.view(-1, *([1] * (g.dim() - 1))) for g in grads]
-        update, w, heads = super().aggregate(scaled, losses)
+    def aggregate(self, jacobian, losses):
+        scale = torch.exp(self.log_scales.detach())
+        update, w, heads = super().aggregate(jacobian.scaled(scale), losses)
+        scale = scale.to(w.dtype)
         # ∂/∂s_k (e^{s_k} L_k − s_k) = e^{s_k} L_k − 1
         s_grad = torch.exp(self.log_scales.detach()) * losses.to(self.log_scales) - 1
         self.log_scales.grad = s_grad if self.log_scales.grad is None else self.log_scales.grad + s_grad
@@ -410,8 +435,9 @@ class AlignedMTL(GradientBalancer):
         rep_grad: bool = False,
         engine: str = "auto",
         scale_heads: bool = True,
+        factored: str = "auto",
     ):
-        super().__init__(tasks, rep_grad, engine, scale_heads)
+        super().__init__(tasks, rep_grad, engine, scale_heads, factored)
         if scale not in gw.ALIGNED_SCALES:
             raise PolytaskError(f"aligned_mtl: scale must be one of {gw.ALIGNED_SCALES}, got {scale!r}")
         self.scale = scale
@@ -438,8 +464,9 @@ class UPGrad(GradientBalancer):
         rep_grad: bool = False,
         engine: str = "auto",
         scale_heads: bool = True,
+        factored: str = "auto",
     ):
-        super().__init__(tasks, rep_grad, engine, scale_heads)
+        super().__init__(tasks, rep_grad, engine, scale_heads, factored)
         if norm_eps < 0 or reg_eps < 0:
             raise PolytaskError("upgrad: norm_eps and reg_eps must be >= 0")
         self.pref = _preference(pref, self.num_tasks, self.name)
@@ -464,8 +491,10 @@ class PCGrad(GradientBalancer):
     name = "pcgrad"
     defines_weights = False
 
-    def __init__(self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto"):
-        super().__init__(tasks, rep_grad, engine)
+    def __init__(
+        self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto", factored: str = "auto"
+    ):
+        super().__init__(tasks, rep_grad, engine, factored=factored)
 
     def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
         return gw.pcgrad_weights(G, _orders(self.num_tasks))
@@ -480,8 +509,15 @@ class GradVac(GradientBalancer):
     name = "gradvac"
     defines_weights = False
 
-    def __init__(self, tasks: Sequence[str] | int, beta: float = 0.01, rep_grad: bool = False, engine: str = "auto"):
-        super().__init__(tasks, rep_grad, engine)
+    def __init__(
+        self,
+        tasks: Sequence[str] | int,
+        beta: float = 0.01,
+        rep_grad: bool = False,
+        engine: str = "auto",
+        factored: str = "auto",
+    ):
+        super().__init__(tasks, rep_grad, engine, factored=factored)
         if not 0.0 <= beta <= 1.0:
             raise PolytaskError(f"gradvac: beta must be in [0, 1], got {beta}")
         self.beta = float(beta)
@@ -548,8 +584,8 @@ class GradDrop(GradientBalancer):
         self.register_buffer("leak", torch.tensor(leaks))
         self.batch_sum = bool(batch_sum)
 
-    def aggregate(self, grads, losses):
-        g = grads[0]
+    def aggregate(self, jacobian, losses):
+        g = jacobian.rows[0]
         if g.dim() < 2 and self.batch_sum:
             raise PolytaskError("graddrop: the representation needs a batch dimension")
         shape = (1, *g.shape[2:]) if self.batch_sum else tuple(g.shape[1:])

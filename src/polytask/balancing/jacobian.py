@@ -11,6 +11,10 @@ is ∂L_k/∂x. Two engines give the same numbers:
 ``auto`` tries ``batched`` and falls back to ``loop`` (with one warning naming the reason) when the graph
 cannot be batched. From the per-input rows :func:`gramian` forms G = J Jᵀ without concatenating J, and
 :func:`combine` forms Jᵀw per input, so methods that need only G never materialise a flat K x P matrix.
+
+:func:`task_jacobian` wraps this for the gradient methods: it returns a :class:`TaskJacobian`, in which
+linear layers' blocks may be kept in factored form (their inputs and per-task output gradients, see
+:mod:`polytask.balancing.factored`) so that G and Jᵀw are formed without the K weight gradients.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
+from torch.autograd.graph import GradientEdge
 
+from polytask.balancing import factored as fac
 from polytask.errors import PolytaskError
 
 ENGINES = ("auto", "batched", "loop")
@@ -38,6 +44,8 @@ def task_gradients(
     ``must_use`` inputs must be in the losses' graph (e.g. the representation z): else an error."""
     if engine not in ENGINES:
         raise PolytaskError(f"unknown gradient engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+    if not inputs:
+        return [], "batched" if engine == "auto" else engine
     if engine in ("auto", "batched"):
         try:
             return _batched(losses, inputs, retain_graph, must_use), "batched"
@@ -70,9 +78,13 @@ def _batched(
         losses, inputs, grad_outputs=eye, retain_graph=retain_graph, allow_unused=True, is_grads_batched=True
     )
     _check_used([g is not None for g in grads], must_use)
-    return [
-        torch.zeros((K, *x.shape), dtype=x.dtype, device=x.device) if g is None else g for g, x in zip(grads, inputs)
-    ]
+    return [_zeros(K, x) if g is None else g for g, x in zip(grads, inputs)]
+
+
+def _zeros(K: int, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(x, GradientEdge):  # a linear layer's output found in this graph is always reached
+        raise PolytaskError("per-task gradients: a linear layer's output received no gradient")
+    return torch.zeros((K, *x.shape), dtype=x.dtype, device=x.device)
 
 
 def _loop(
@@ -85,7 +97,7 @@ def _loop(
         grads = torch.autograd.grad(losses[k], inputs, retain_graph=retain_graph or k < K - 1, allow_unused=True)
         for i, (g, x) in enumerate(zip(grads, inputs)):
             used[i] = used[i] or g is not None
-            rows[i].append(torch.zeros_like(x) if g is None else g)
+            rows[i].append(_zeros(1, x)[0] if g is None else g)
     _check_used(used, must_use)
     return [torch.stack(r) for r in rows]
 
@@ -122,6 +134,99 @@ def accumulate(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) ->
             p.grad = g if fresh else g.to(p.dtype).reshape(p.shape).clone()
         else:
             p.grad.add_(g)
+
+
+class TaskJacobian:
+    """Per-task gradients of a list of targets: a dense (K, *x.shape) block per target, except the
+    linear layers held as :class:`~polytask.balancing.factored.FactoredLinear` (weight and bias)."""
+
+    def __init__(
+        self,
+        targets: Sequence[torch.Tensor],
+        dense: Sequence[torch.Tensor | None],
+        factored: Sequence[tuple[fac.FactoredLinear, list[int]]] = (),
+    ):
+        self.targets, self.dense, self.factored = list(targets), list(dense), list(factored)
+
+    @property
+    def rows(self) -> list[torch.Tensor]:
+        """The dense blocks, one per target (only when nothing is factored)."""
+        if self.factored:
+            raise PolytaskError("this Jacobian holds factored linear blocks; use gramian() and combine()")
+        return self.dense  # type: ignore[return-value]
+
+    def dense_blocks(self) -> list[torch.Tensor]:
+        return [g for g in self.dense if g is not None]
+
+    def gramian(self) -> torch.Tensor:
+        """G = J Jᵀ (K x K, float64)."""
+        blocks = self.dense_blocks()
+        G = gramian(blocks) if blocks else None
+        for block, _ in self.factored:
+            G = block.gramian() if G is None else G + block.gramian()
+        if G is None:
+            raise PolytaskError("the Jacobian has no blocks (no shared parameters?)")
+        return G
+
+    def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
+        """Jᵀw, one tensor per target."""
+        out: list[torch.Tensor | None] = [
+            None if g is None else torch.tensordot(weights.to(g.dtype), g, dims=1) for g in self.dense
+        ]
+        for block, indices in self.factored:
+            for i, grad in zip(indices, block.combine(weights)):
+                out[i] = grad
+        return out  # type: ignore[return-value]
+
+    def scaled(self, scale: torch.Tensor) -> TaskJacobian:
+        """The Jacobian of the losses scale_k L_k."""
+        dense = [None if g is None else g * scale.to(g.dtype).view(-1, *([1] * (g.dim() - 1))) for g in self.dense]
+        return TaskJacobian(self.targets, dense, [(b.scaled(scale), idx) for b, idx in self.factored])
+
+
+def task_jacobian(
+    losses: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    others: Sequence[torch.Tensor] = (),
+    engine: str = "auto",
+    factored: str = "never",
+    retain_graph: bool = False,
+    must_use: int = 0,
+) -> tuple[TaskJacobian, list[torch.Tensor], str]:
+    """Per-task gradients of ``targets`` as a :class:`TaskJacobian` and of ``others`` (e.g. the heads) as
+    dense (K, *x.shape) rows, in one backward, and the engine used. ``factored``: which linear layers
+    among the targets to hold in factored form (``auto``: where it costs fewer multiply-adds;
+    ``always``; ``never``)."""
+    if factored not in fac.MODES:
+        raise PolytaskError(f"factored must be one of {fac.MODES}, got {factored!r}")
+    K = losses.shape[0]
+    blocks = fac.select_blocks(fac.find_linear_blocks(losses, targets), K, factored) if factored != "never" else []
+    position = {id(t): i for i, t in enumerate(targets)}
+    covered: set[int] = set()
+    for block in blocks:
+        covered.add(id(block.weight))
+        if block.bias is not None:
+            covered.add(id(block.bias))
+    edges = [edge for block in blocks for edge in (GradientEdge(u.node, 0) for u in block.uses)]
+    plain = [t for t in targets if id(t) not in covered]
+    grads, used = task_gradients(
+        losses,
+        [*edges, *plain, *others],
+        engine,
+        retain_graph=retain_graph,
+        must_use=len(edges) + must_use if must_use else 0,
+    )
+    deltas, rest = grads[: len(edges)], grads[len(edges) :]
+    dense: list[torch.Tensor | None] = [None] * len(targets)
+    for t, g in zip(plain, rest[: len(plain)]):
+        dense[position[id(t)]] = g
+    factored_blocks, start = [], 0
+    for block in blocks:
+        n = len(block.uses)
+        indices = [position[id(block.weight)]] + ([position[id(block.bias)]] if block.bias is not None else [])
+        factored_blocks.append((fac.FactoredLinear(block, deltas[start : start + n]), indices))
+        start += n
+    return TaskJacobian(targets, dense, factored_blocks), list(rest[len(plain) :]), used
 
 
 # ------------------------------------------------------------------------------ distributed

@@ -1,0 +1,210 @@
+"""Linear layers' per-task gradients in factored form: the Gramian without the K weight gradients.
+
+A linear layer y = X Wᵀ + b used on R rows (batch, or batch x positions) has per-task gradients
+∇_W L_k = δ_kᵀ X and ∇_b L_k = δ_kᵀ 1, where δ_k = ∂L_k/∂y (R x out). Their contribution to the Gramian is
+
+    G_kl += <δ_kᵀX, δ_lᵀX> + <δ_kᵀ1, δ_lᵀ1> = <δ_k, S δ_l>,    S = X Xᵀ + 1 1ᵀ (R x R),
+
+and to an update d = Jᵀw it is ∇_W = (Σ_k w_k δ_k)ᵀ X, ∇_b = (Σ_k w_k δ_k)ᵀ 1. Forming S and the K products
+S δ_l costs R²·in + K·R²·out multiply-adds and d one more weight-gradient product (R·in·out), against
+K·R·in·out for the K weight gradients themselves: for wide layers and moderate R (an MLP on a batch of
+128) the factored route is the cheaper one. It is exact (the same G and d up to rounding).
+
+The layers are found in the autograd graph of the losses, so nothing has to be registered before the
+forward pass: an ``addmm`` (``nn.Linear``/``F.linear`` with bias) or ``mm`` node whose weight operand is a
+parameter (through a transpose, or directly as in ``x @ W``). A parameter is factored only when every
+use of it in the graph is such a node, so a weight that is also used elsewhere (tied weights, a
+regulariser on W inside the graph) keeps the ordinary per-parameter route. This module relies on the
+names of PyTorch's autograd nodes and of their saved tensors; when they do not match, nothing is
+factored and the ordinary route gives the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.autograd.graph import GradientEdge
+
+MODES = ("auto", "always", "never")
+
+
+@dataclass
+class LinearUse:
+    """One use of a weight in the graph: the autograd node of y = X·W(ᵀ) (+ b) and its input rows X."""
+
+    node: object
+    inputs: torch.Tensor  # (R, in)
+    bias: torch.Tensor | None
+
+
+@dataclass
+class LinearBlock:
+    """A weight (and its bias) whose every use is a recognised linear node."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    transposed: bool  # weight stored (in, out) and used as X @ W
+    uses: list[LinearUse] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(u.inputs.shape[0] for u in self.uses)
+
+    def factored_cost(self, n_tasks: int) -> float:
+        """Multiply-adds of S, the K products S δ_l, the K² inner products, and d's weight gradient."""
+        R, (n_in, n_out) = self.rows, self.in_out
+        return R * R * n_in + n_tasks * R * R * n_out + n_tasks**2 * R * n_out + R * n_in * n_out
+
+    def dense_cost(self, n_tasks: int) -> float:
+        """Multiply-adds of the K weight gradients and their K x K inner products."""
+        n_in, n_out = self.in_out
+        return n_tasks * self.rows * n_in * n_out + n_tasks**2 * n_in * n_out
+
+    @property
+    def in_out(self) -> tuple[int, int]:
+        rows, cols = self.weight.shape
+        return (rows, cols) if self.transposed else (cols, rows)
+
+
+class FactoredLinear:
+    """Per-task gradients of one :class:`LinearBlock`: its inputs X (R, in) and output gradients δ (K, R, out)."""
+
+    def __init__(self, block: LinearBlock, deltas: Sequence[torch.Tensor]):
+        self.block = block
+        inputs = [u.inputs.detach() for u in block.uses]
+        self.inputs = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+        self.deltas = deltas[0] if len(deltas) == 1 else torch.cat(list(deltas), dim=1)
+
+    def _compute_dtype(self) -> torch.dtype:
+        dtype = torch.promote_types(self.inputs.dtype, self.deltas.dtype)
+        return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+    def gramian(self) -> torch.Tensor:
+        """Σ_layer <δ_k, S δ_l> (K x K, float64)."""
+        dtype = self._compute_dtype()
+        X, deltas = self.inputs.to(dtype), self.deltas.to(dtype)
+        S = X @ X.T
+        if self.block.bias is not None:
+            S += 1.0
+        K = deltas.shape[0]
+        products = torch.stack([S @ deltas[k] for k in range(K)])
+        return (deltas.reshape(K, -1) @ products.reshape(K, -1).T).double()
+
+    def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
+        """[∇_W, ∇_b] of Σ_k w_k L_k (∇_b only when the layer has a bias)."""
+        dtype = self._compute_dtype()
+        c = torch.tensordot(weights.to(dtype), self.deltas.to(dtype), dims=1)  # (R, out)
+        X = self.inputs.to(dtype)
+        grad_w = (X.T @ c) if self.block.transposed else (c.T @ X)
+        out = [grad_w.to(self.block.weight.dtype)]
+        if self.block.bias is not None:
+            out.append(c.sum(0).to(self.block.bias.dtype))
+        return out
+
+    def scaled(self, scale: torch.Tensor) -> FactoredLinear:
+        """The same block with task k's gradients multiplied by scale_k."""
+        copy = object.__new__(FactoredLinear)
+        copy.block, copy.inputs = self.block, self.inputs
+        copy.deltas = self.deltas * scale.to(self.deltas.dtype).view(-1, 1, 1)
+        return copy
+
+    def edges(self) -> list[GradientEdge]:
+        return [GradientEdge(u.node, 0) for u in self.block.uses]
+
+
+# ------------------------------------------------------------------------------ graph matching
+def _accumulated(node) -> torch.Tensor | None:
+    return getattr(node, "variable", None)
+
+
+def _linear_use(node, candidates: dict[int, torch.Tensor]) -> tuple[torch.Tensor, bool, object, LinearUse] | None:
+    """(weight, transposed, the node the weight is reached through, use) when ``node`` computes
+    X·W(ᵀ) (+ b) with W one of ``candidates``; else None."""
+    kind = type(node).__name__
+    try:
+        if kind == "AddmmBackward0":
+            if node._saved_alpha != 1 or node._saved_beta != 1:
+                return None
+            bias_node, _, weight_edge = node.next_functions
+            inputs = node._saved_mat1
+            bias = _accumulated(bias_node[0]) if bias_node[0] is not None else None
+        elif kind == "MmBackward0":
+            _, weight_edge = node.next_functions
+            inputs, bias = node._saved_self, None
+        else:
+            return None
+    except (AttributeError, RuntimeError, ValueError):  # other PyTorch versions, freed buffers
+        return None
+    via = weight_edge[0]
+    if via is None or inputs is None or inputs.dim() != 2:
+        return None
+    weight = _accumulated(via)
+    transposed = weight is not None
+    if weight is None and type(via).__name__ == "TBackward0":
+        weight = _accumulated(via.next_functions[0][0])
+    if weight is None or id(weight) not in candidates or weight.dim() != 2:
+        return None
+    if bias is not None and (id(bias) not in candidates or bias.dim() != 1):
+        bias = None
+    return weight, transposed, via, LinearUse(node, inputs, bias)
+
+
+def find_linear_blocks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> list[LinearBlock]:
+    """The weights among ``params`` whose every use in the graph of ``losses`` is a linear node, with
+    their biases (a bias is attached only when it, too, is used nowhere else)."""
+    candidates = {id(p): p for p in params if p.requires_grad}
+    indegree: dict[object, int] = {}
+    matches: list[tuple[torch.Tensor, bool, object, LinearUse]] = []
+    stack, seen = [losses.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        match = _linear_use(node, candidates)
+        if match is not None:
+            matches.append(match)
+        for child, _ in node.next_functions:
+            if child is not None:
+                indegree[child] = indegree.get(child, 0) + 1
+                stack.append(child)
+    blocks: dict[int, LinearBlock] = {}
+    accumulators: dict[int, object] = {}
+    for node in seen:
+        variable = _accumulated(node)
+        if variable is not None:
+            accumulators[id(variable)] = node
+    invalid: set[int] = set()
+    for weight, transposed, via, use in matches:
+        block = blocks.setdefault(id(weight), LinearBlock(weight, use.bias, transposed))
+        if block.transposed != transposed or (type(via).__name__ == "TBackward0" and indegree.get(via) != 1):
+            invalid.add(id(weight))
+        block.uses.append(use)
+    bias_uses: dict[int, int] = {}
+    for block in blocks.values():
+        if len(block.uses) != indegree.get(accumulators.get(id(block.weight)), 0):
+            invalid.add(id(block.weight))
+        biases = {id(u.bias) if u.bias is not None else None for u in block.uses}
+        if len(biases) != 1:  # some uses with this bias, some without: keep the bias out
+            block.bias = None
+        if block.bias is not None:
+            bias_uses[id(block.bias)] = bias_uses.get(id(block.bias), 0) + len(block.uses)
+    for block in blocks.values():
+        if block.bias is not None and (
+            bias_uses[id(block.bias)] != indegree.get(accumulators.get(id(block.bias)), 0)
+            or id(block.weight) in invalid
+        ):
+            block.bias = None
+    return [b for key, b in blocks.items() if key not in invalid]
+
+
+def select_blocks(blocks: list[LinearBlock], n_tasks: int, mode: str) -> list[LinearBlock]:
+    """The blocks to factor: all of them (``always``), those where it costs fewer multiply-adds
+    (``auto``), none (``never``)."""
+    if mode == "never":
+        return []
+    if mode == "always":
+        return blocks
+    return [b for b in blocks if b.factored_cost(n_tasks) < b.dense_cost(n_tasks)]

@@ -1,0 +1,127 @@
+"""Linear layers held in factored form (inputs X, output gradients δ_k): the same Gramian and update as
+the per-parameter route, and only where every use of the weight is a recognised linear node."""
+
+import pytest
+import torch
+from torch import nn
+
+import polytask as pt
+from polytask.balancing import factored as fac
+from polytask.balancing import jacobian as jac
+
+K = 3
+
+
+class Net(nn.Module):
+    """Shared layers exercising every recognised form: Linear with and without bias, x @ W, a Linear on
+    (B, T, in) inputs, and one Linear called twice; plus a tied weight used outside its Linear."""
+
+    def __init__(self, tie: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(6, 9)
+        self.b = nn.Linear(9, 7, bias=False)
+        self.w = nn.Parameter(torch.randn(7, 5) * 0.3)  # used as x @ W
+        self.seq = nn.Linear(5, 4)  # on a (B, T, 5) tensor
+        self.twice = nn.Linear(4, 4)
+        self.tie = tie
+        self.heads = nn.ModuleList(nn.Linear(4, 1) for _ in range(K))
+
+    def shared(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("heads")]
+
+    def losses(self, x):
+        h = torch.tanh(self.b(torch.tanh(self.a(x))))
+        h = torch.tanh(h @ self.w)
+        seq = torch.tanh(self.seq(h.unsqueeze(1).expand(-1, 3, -1) * torch.linspace(0.5, 1.5, 3).view(1, 3, 1)))
+        z = torch.tanh(self.twice(seq.mean(1))) + torch.tanh(self.twice(h[:, :4]))
+        out = []
+        for k, head in enumerate(self.heads):
+            loss = ((head(z)[:, 0] - (k + 1.0)) ** 2).mean()
+            if self.tie and k == 0:
+                loss = loss + 0.1 * (self.a.weight**2).sum()  # a's weight is used outside its Linear
+            out.append(loss)
+        return torch.stack(out)
+
+
+def both_routes(net, x, engine="batched", weights=None):
+    w = torch.tensor([0.7, -0.2, 1.3]) if weights is None else weights
+    results = []
+    for mode in ("never", "always"):
+        losses = net.losses(x)
+        J, _, _ = jac.task_jacobian(losses, net.shared(), [], engine=engine, factored=mode)
+        results.append((J, J.gramian(), J.combine(w)))
+    return results
+
+
+def test_every_recognised_form_is_factored_and_tied_weights_are_not():
+    net = Net(tie=True)
+    losses = net.losses(torch.randn(8, 6))
+    blocks = {id(b.weight): b for b in fac.find_linear_blocks(losses, net.shared())}
+    assert id(net.b.weight) in blocks and blocks[id(net.b.weight)].bias is None
+    assert blocks[id(net.w)].transposed
+    assert blocks[id(net.seq.weight)].rows == 8 * 3 and blocks[id(net.seq.weight)].bias is net.seq.bias
+    assert len(blocks[id(net.twice.weight)].uses) == 2
+    assert id(net.a.weight) not in blocks  # tied: also used by the penalty
+    untied = Net(tie=False)
+    blocks = {id(b.weight): b for b in fac.find_linear_blocks(untied.losses(torch.randn(8, 6)), untied.shared())}
+    assert blocks[id(untied.a.weight)].bias is untied.a.bias
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("engine", ["batched", "loop"])
+def test_factored_gramian_and_update_equal_the_dense_ones(tie, engine):
+    net = Net(tie=tie).double()
+    (J0, G0, d0), (J1, G1, d1) = both_routes(net, torch.randn(8, 6, dtype=torch.float64), engine)
+    assert not J0.factored and len(J1.factored) == (4 if tie else 5)
+    assert torch.allclose(G0, G1, rtol=1e-10, atol=1e-12)
+    for a, b in zip(d0, d1):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_scaled_jacobian_is_the_jacobian_of_the_scaled_losses():
+    net = Net().double()
+    x = torch.randn(8, 6, dtype=torch.float64)
+    s = torch.tensor([2.0, 0.5, 3.0], dtype=torch.float64)
+    J, _, _ = jac.task_jacobian(net.losses(x), net.shared(), factored="always")
+    ref, _, _ = jac.task_jacobian(net.losses(x) * s, net.shared(), factored="never")
+    assert torch.allclose(J.scaled(s).gramian(), ref.gramian(), rtol=1e-10)
+
+
+def test_auto_factors_wide_layers_only():
+    enc = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 256))
+    z = enc(torch.randn(128, 64))
+    losses = torch.stack([z[:, k].pow(2).mean() for k in range(K)])
+    blocks = fac.select_blocks(fac.find_linear_blocks(losses, list(enc.parameters())), K, "auto")
+    assert {tuple(b.weight.shape) for b in blocks} == {(512, 512), (256, 512)}
+    assert fac.select_blocks(fac.find_linear_blocks(losses, list(enc.parameters())), K, "never") == []
+
+
+GRAMIAN_METHODS = ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "imtl", "gradvac", "aligned_mtl", "upgrad"]
+
+
+@pytest.mark.parametrize("method", GRAMIAN_METHODS)
+def test_balancers_take_the_same_step_with_and_without_factoring(method):
+    grads = []
+    for mode in ("never", "always"):
+        net = Net()
+        balancer = pt.balancing.create(method, tasks=K, factored=mode)
+        torch.manual_seed(5)  # same random orders (PCGrad, GradVac)
+        balancer.backward(net.losses(torch.randn(16, 6, generator=torch.Generator().manual_seed(1))), net.shared())
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), method
+
+
+def test_bad_factored_option_is_named():
+    with pytest.raises(pt.errors.PolytaskError, match="factored"):
+        pt.balancing.create("mgda", tasks=K, factored="yes")
+
+
+def test_weight_problems_run_with_one_blas_thread():
+    from threadpoolctl import threadpool_info
+
+    from polytask.balancing.solvers import single_threaded_blas
+
+    with single_threaded_blas():
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
