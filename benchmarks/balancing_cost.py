@@ -1,7 +1,8 @@
 """Cost of every balancing method per training step, as a ratio to equal weighting (EW) measured in the
 same run, on an HPS MLP (64 -> 512 -> 512 -> 256 shared, K = 3, batch 128) and on a small CNN; with
-TorchJD installed (``pip install -e .[bench]``) its implementation of the same method is timed in the
-same run too.
+TorchJD installed (``pip install -e .[bench]``) its implementations of the same method are timed in the
+same run too: ``autojac`` (``mtl_backward`` + ``jac_to_grad``) and, for methods TorchJD defines as
+functions of the Gramian, ``autogram`` (its Gramian engine on the encoder, then one weighted backward).
 
     python benchmarks/balancing_cost.py [--steps 20] [--rounds 5] [--models mlp,cnn] [--engine auto]
 
@@ -165,6 +166,37 @@ def torchjd_step(method: str, model_name: str) -> Callable[[], None] | None:
     return step
 
 
+def torchjd_autogram_step(method: str, model_name: str) -> Callable[[], None] | None:
+    """TorchJD's Gramian route (``torchjd.autogram.Engine`` on the encoder, the aggregator's Gramian
+    weighting, one backward of Σ w_k L_k), for the methods TorchJD defines as functions of G."""
+    try:
+        import torchjd.aggregation as agg
+        from torchjd.autogram import Engine
+    except ImportError:
+        return None
+    try:
+        weighting = TORCHJD[method](agg).gramian_weighting
+    except Exception:  # not a Gramian-weighted aggregator in TorchJD (or a missing extra)
+        return None
+    model, x, ys = make(model_name)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    engine = Engine(model.encoder, batch_dim=None)
+
+    def step():
+        _, outs = model(x)
+        losses = torch.stack([((o - y) ** 2).mean() for o, y in zip(outs, ys)])
+        opt.zero_grad(set_to_none=True)
+        weights = weighting(engine.compute_gramian(losses))
+        losses.backward(weights)
+        opt.step()
+
+    try:
+        step()
+    except Exception:
+        return None
+    return step
+
+
 def peak_step_memory(step: Callable[[], None]) -> int:
     """Peak of the running sum of tensor allocations during one step (bytes): each op's own net
     allocation plus the profiler's stand-alone free events, in time order."""
@@ -209,7 +241,10 @@ def main() -> None:
     for model_name in args.models.split(","):
         ours = {m: polytask_step(m, model_name, args.engine, args.factored) for m in methods}
         theirs = {m: s for m in methods if m in TORCHJD and (s := torchjd_step(m, model_name)) is not None}
-        steps = {**{("polytask", m): s for m, s in ours.items()}, **{("torchjd", m): s for m, s in theirs.items()}}
+        gram = {m: s for m in methods if m in TORCHJD and (s := torchjd_autogram_step(m, model_name)) is not None}
+        steps = {("polytask", m): s for m, s in ours.items()}
+        steps.update({("torchjd", m): s for m, s in theirs.items()})
+        steps.update({("autogram", m): s for m, s in gram.items()})
         steps[("polytask", "(G only)")] = gramian_only_step(model_name, args.engine, args.factored)
         timing = measure(steps, args.steps, args.rounds)
         memory = {key: peak_step_memory(step) for key, step in steps.items()}
@@ -220,15 +255,17 @@ def main() -> None:
         )
         header = f"{'method':13s} {'ms/step':>8s} {'x EW':>6s} {'mem x EW':>9s}"
         if theirs:
-            header += f" {'TorchJD ms':>11s} {'TorchJD x EW':>13s} {'ours/TorchJD':>13s}"
+            header += f" {'TorchJD autojac x EW':>21s} {'autogram x EW':>14s} {'ours/fastest TorchJD':>21s}"
         print(header)
         for m in [*methods, "(G only)"]:
             t, mem = timing[("polytask", m)], memory[("polytask", m)]
             flag = " *" if m in GRAMIAN and t / base_t > 2.0 else ""
             line = f"{m:13s} {t * 1000:8.2f} {t / base_t:6.2f} {mem / base_m:9.2f}"
-            if ("torchjd", m) in timing:
-                tj = timing[("torchjd", m)]
-                line += f" {tj * 1000:11.2f} {tj / base_t:13.2f} {t / tj:13.2f}"
+            if theirs:
+                tj, ta = timing.get(("torchjd", m)), timing.get(("autogram", m))
+                fastest = min(v for v in (tj, ta, float("inf")) if v is not None)
+                line += f" {tj / base_t if tj else float('nan'):21.2f} {ta / base_t if ta else float('nan'):14.2f}"
+                line += f" {t / fastest if fastest < float('inf') else float('nan'):21.2f}"
             print(line + flag)
         print("(* a Gramian method above the 2.0x EW target; (G only): forward + the Gramian, no weighting or update)")
         if model_name == "mlp":
