@@ -62,6 +62,10 @@ class LinearBlock:
         n_in, n_out = self.in_out
         return n_tasks * self.rows * n_in * n_out + n_tasks**2 * n_in * n_out
 
+    def edges(self) -> list[GradientEdge]:
+        """The outputs of the uses, whose gradients δ the backward is asked for."""
+        return [GradientEdge(u.node, 0) for u in self.uses]
+
     @property
     def in_out(self) -> tuple[int, int]:
         rows, cols = self.weight.shape
@@ -102,16 +106,6 @@ class FactoredLinear:
         if self.block.bias is not None:
             out.append(c.sum(0).to(self.block.bias.dtype))
         return out
-
-    def scaled(self, scale: torch.Tensor) -> FactoredLinear:
-        """The same block with task k's gradients multiplied by scale_k."""
-        copy = object.__new__(FactoredLinear)
-        copy.block, copy.inputs = self.block, self.inputs
-        copy.deltas = self.deltas * scale.to(self.deltas.dtype).view(-1, 1, 1)
-        return copy
-
-    def edges(self) -> list[GradientEdge]:
-        return [GradientEdge(u.node, 0) for u in self.block.uses]
 
 
 # ------------------------------------------------------------------------------ graph matching

@@ -359,9 +359,12 @@ class NashMTL(GradientBalancer):
 
     def finalize_shared(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.max_norm > 0:
-            norm = torch.sqrt(sum((u.double() ** 2).sum() for u in update))
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(u, dtype=torch.float64) for u in update])
+            )
             if norm > self.max_norm:
-                update = [u * (self.max_norm / norm).to(u.dtype) for u in update]
+                for u in update:  # fresh tensors from combine(): scaled in place
+                    u.mul_((self.max_norm / norm).to(u.dtype))
         return update
 
     def get_extra_state(self) -> Any:

@@ -147,13 +147,16 @@ class TaskJacobian:
         factored: Sequence[tuple[fac.FactoredLinear, list[int]]] = (),
     ):
         self.targets, self.dense, self.factored = list(targets), list(dense), list(factored)
+        self.row_scale: torch.Tensor | None = None  # set by scaled()
 
     @property
     def rows(self) -> list[torch.Tensor]:
         """The dense blocks, one per target (only when nothing is factored)."""
         if self.factored:
             raise PolytaskError("this Jacobian holds factored linear blocks; use gramian() and combine()")
-        return self.dense  # type: ignore[return-value]
+        if self.row_scale is None:
+            return self.dense  # type: ignore[return-value]
+        return [g * self.row_scale.to(g).view(-1, *([1] * (g.dim() - 1))) for g in self.dense]  # type: ignore[union-attr]
 
     def dense_blocks(self) -> list[torch.Tensor]:
         return [g for g in self.dense if g is not None]
@@ -166,10 +169,15 @@ class TaskJacobian:
             G = block.gramian() if G is None else G + block.gramian()
         if G is None:
             raise PolytaskError("the Jacobian has no blocks (no shared parameters?)")
+        if self.row_scale is not None:
+            s = self.row_scale.to(G)
+            G = G * torch.outer(s, s)
         return G
 
     def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
         """Jᵀw, one tensor per target."""
+        if self.row_scale is not None:
+            weights = weights * self.row_scale.to(weights)
         out: list[torch.Tensor | None] = [
             None if g is None else torch.tensordot(weights.to(g.dtype), g, dims=1) for g in self.dense
         ]
@@ -179,9 +187,11 @@ class TaskJacobian:
         return out  # type: ignore[return-value]
 
     def scaled(self, scale: torch.Tensor) -> TaskJacobian:
-        """The Jacobian of the losses scale_k L_k."""
-        dense = [None if g is None else g * scale.to(g.dtype).view(-1, *([1] * (g.dim() - 1))) for g in self.dense]
-        return TaskJacobian(self.targets, dense, [(b.scaled(scale), idx) for b, idx in self.factored])
+        """The Jacobian of the losses scale_k L_k (a view: G -> D G D and w -> D w, D = diag(scale))."""
+        out = TaskJacobian(self.targets, self.dense, self.factored)
+        previous = self.row_scale
+        out.row_scale = scale.detach() if previous is None else previous * scale.detach()
+        return out
 
 
 def task_jacobian(
@@ -207,7 +217,7 @@ def task_jacobian(
         covered.add(id(block.weight))
         if block.bias is not None:
             covered.add(id(block.bias))
-    edges = [edge for block in blocks for edge in (GradientEdge(u.node, 0) for u in block.uses)]
+    edges = [edge for block in blocks for edge in block.edges()]
     plain = [t for t in targets if id(t) not in covered]
     grads, used = task_gradients(
         losses,
