@@ -125,3 +125,19 @@ def test_weight_problems_run_with_one_blas_thread():
 
     with single_threaded_blas():
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def test_autocast_weight_casts_are_followed_and_agree_with_the_dense_route():
+    net = Net()
+    x = torch.randn(16, 6)
+    out = []
+    for mode in ("never", "always"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = net.losses(x)
+        J, _, _ = jac.task_jacobian(losses, net.shared(), factored=mode)
+        out.append((J, J.gramian(), J.combine(torch.tensor([1.0, 0.5, 0.2]))))
+    (_, G0, d0), (J1, G1, d1) = out
+    assert len(J1.factored) == 5  # the cached bf16 copy of a weight used twice is one shared node
+    assert torch.allclose(G0, G1, rtol=0.02, atol=1e-4 * G0.abs().max().item())  # bf16 rounding only
+    for a, b in zip(d0, d1):
+        assert a.dtype == b.dtype == torch.float32 and (a - b).norm() <= 0.02 * a.norm() + 1e-6

@@ -21,6 +21,7 @@ factored and the ordinary route gives the same numbers.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -109,40 +110,67 @@ class FactoredLinear:
 
 
 # ------------------------------------------------------------------------------ graph matching
+# nodes a parameter may pass through on its way into a linear node: a transpose (nn.Linear's W.t()) and
+# a dtype cast (autocast's cached copy of the weight, shared by the uses in one autocast region)
+_PASS_THROUGH = ("TBackward0", "ToCopyBackward0")
+
+
 def _accumulated(node) -> torch.Tensor | None:
     return getattr(node, "variable", None)
 
 
-def _linear_use(node, candidates: dict[int, torch.Tensor]) -> tuple[torch.Tensor, bool, object, LinearUse] | None:
-    """(weight, transposed, the node the weight is reached through, use) when ``node`` computes
-    X·W(ᵀ) (+ b) with W one of ``candidates``; else None."""
+def _parameter_path(node) -> tuple[torch.Tensor | None, list, int]:
+    """(the parameter, the nodes from ``node`` down to its accumulator, number of transposes) when
+    ``node`` reaches one parameter through pass-through nodes only; else (None, [], 0)."""
+    path, transposes = [], 0
+    while node is not None and _accumulated(node) is None:
+        kind = type(node).__name__
+        if kind not in _PASS_THROUGH or len(path) > 3 or len(node.next_functions) != 1:
+            return None, [], 0
+        transposes += kind == "TBackward0"
+        path.append(node)
+        node = node.next_functions[0][0]
+    if node is None:
+        return None, [], 0
+    return _accumulated(node), [*path, node], transposes
+
+
+def _linear_use(node, candidates: dict[int, torch.Tensor]) -> tuple[LinearUse, list, list | None, bool] | None:
+    """(use, weight path, bias path, transposed) when ``node`` computes X·W(ᵀ) (+ b) with W (and b) among
+    ``candidates``; else None."""
     kind = type(node).__name__
     try:
         if kind == "AddmmBackward0":
             if node._saved_alpha != 1 or node._saved_beta != 1:
                 return None
-            bias_node, _, weight_edge = node.next_functions
+            (bias_node, _), _, (weight_node, _) = node.next_functions
             inputs = node._saved_mat1
-            bias = _accumulated(bias_node[0]) if bias_node[0] is not None else None
         elif kind == "MmBackward0":
-            _, weight_edge = node.next_functions
-            inputs, bias = node._saved_self, None
+            _, (weight_node, _) = node.next_functions
+            bias_node, inputs = None, node._saved_self
         else:
             return None
     except (AttributeError, RuntimeError, ValueError):  # other PyTorch versions, freed buffers
         return None
-    via = weight_edge[0]
-    if via is None or inputs is None or inputs.dim() != 2:
+    if inputs is None or inputs.dim() != 2:
         return None
-    weight = _accumulated(via)
-    transposed = weight is not None
-    if weight is None and type(via).__name__ == "TBackward0":
-        weight = _accumulated(via.next_functions[0][0])
-    if weight is None or id(weight) not in candidates or weight.dim() != 2:
+    weight, weight_path, transposes = _parameter_path(weight_node)
+    if weight is None or id(weight) not in candidates or weight.dim() != 2 or transposes > 1:
         return None
-    if bias is not None and (id(bias) not in candidates or bias.dim() != 1):
-        bias = None
-    return weight, transposed, via, LinearUse(node, inputs, bias)
+    bias, bias_path, bias_transposes = _parameter_path(bias_node)
+    if bias is None or id(bias) not in candidates or bias.dim() != 1 or bias_transposes:
+        bias, bias_path = None, None
+    return LinearUse(node, inputs, bias), weight_path, bias_path, transposes == 0
+
+
+def _only_uses(paths: list[list], indegree: dict) -> bool:
+    """True when the edges along ``paths`` (each from a linear node down to an accumulator) are the only
+    edges into their nodes: the parameter reaches the losses through these uses and nowhere else."""
+    edges = {(parent, child) for path in paths for parent, child in itertools.pairwise(path)}
+    incoming: dict[object, int] = {}
+    for _, child in edges:
+        incoming[child] = incoming.get(child, 0) + 1
+    return all(indegree.get(child, 0) == count for child, count in incoming.items())
 
 
 def find_linear_blocks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> list[LinearBlock]:
@@ -150,7 +178,7 @@ def find_linear_blocks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> 
     their biases (a bias is attached only when it, too, is used nowhere else)."""
     candidates = {id(p): p for p in params if p.requires_grad}
     indegree: dict[object, int] = {}
-    matches: list[tuple[torch.Tensor, bool, object, LinearUse]] = []
+    matches = []
     stack, seen = [losses.grad_fn], set()
     while stack:
         node = stack.pop()
@@ -165,30 +193,27 @@ def find_linear_blocks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> 
                 indegree[child] = indegree.get(child, 0) + 1
                 stack.append(child)
     blocks: dict[int, LinearBlock] = {}
-    accumulators: dict[int, object] = {}
-    for node in seen:
-        variable = _accumulated(node)
-        if variable is not None:
-            accumulators[id(variable)] = node
+    weight_paths: dict[int, list[list]] = {}
+    bias_paths: dict[int, list[list]] = {}
     invalid: set[int] = set()
-    for weight, transposed, via, use in matches:
-        block = blocks.setdefault(id(weight), LinearBlock(weight, use.bias, transposed))
-        if block.transposed != transposed or (type(via).__name__ == "TBackward0" and indegree.get(via) != 1):
-            invalid.add(id(weight))
+    for use, weight_path, bias_path, transposed in matches:
+        key = id(weight_path[-1].variable)
+        block = blocks.setdefault(key, LinearBlock(weight_path[-1].variable, use.bias, transposed))
+        if block.transposed != transposed:
+            invalid.add(key)
         block.uses.append(use)
-    bias_uses: dict[int, int] = {}
-    for block in blocks.values():
-        if len(block.uses) != indegree.get(accumulators.get(id(block.weight)), 0):
-            invalid.add(id(block.weight))
+        weight_paths.setdefault(key, []).append([use.node, *weight_path])
+        if bias_path is not None:
+            bias_paths.setdefault(id(use.bias), []).append([use.node, *bias_path])
+    for key, block in blocks.items():
+        if not _only_uses(weight_paths[key], indegree):
+            invalid.add(key)
         biases = {id(u.bias) if u.bias is not None else None for u in block.uses}
-        if len(biases) != 1:  # some uses with this bias, some without: keep the bias out
-            block.bias = None
-        if block.bias is not None:
-            bias_uses[id(block.bias)] = bias_uses.get(id(block.bias), 0) + len(block.uses)
-    for block in blocks.values():
-        if block.bias is not None and (
-            bias_uses[id(block.bias)] != indegree.get(accumulators.get(id(block.bias)), 0)
-            or id(block.weight) in invalid
+        if len(biases) != 1 or block.bias is None or not _only_uses(bias_paths[id(block.bias)], indegree):
+            block.bias = None  # some uses without it, or it is used elsewhere too: per-parameter route
+    for block in blocks.values():  # a bias shared with a block that cannot be factored stays dense
+        if block.bias is not None and any(
+            other.bias is block.bias and other_key in invalid for other_key, other in blocks.items()
         ):
             block.bias = None
     return [b for key, b in blocks.items() if key not in invalid]
