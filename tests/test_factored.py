@@ -141,3 +141,14 @@ def test_autocast_weight_casts_are_followed_and_agree_with_the_dense_route():
     assert torch.allclose(G0, G1, rtol=0.02, atol=1e-4 * G0.abs().max().item())  # bf16 rounding only
     for a, b in zip(d0, d1):
         assert a.dtype == b.dtype == torch.float32 and (a - b).norm() <= 0.02 * a.norm() + 1e-6
+
+
+def test_a_shared_parameter_listed_twice_gets_its_update_once():
+    grads = []
+    for twice in (False, True):
+        net = Net()
+        shared = net.shared() + (net.shared() if twice else [])
+        pt.balancing.create("upgrad", tasks=K).backward(net.losses(torch.randn(16, 6)), shared)
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b)

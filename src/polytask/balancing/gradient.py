@@ -19,7 +19,7 @@ The weightings themselves are pure functions in :mod:`polytask.balancing.gramian
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -116,7 +116,7 @@ class GradientBalancer(Balancer):
         """Per-task gradients -> aggregated ``.grad`` on every parameter; returns the (K,) weights w with
         d = Σ_k w_k g_k (for methods without task weights, the effective coefficients)."""
         stacked = self.stack_losses(losses)
-        shared = None if shared_params is None else [p for p in shared_params if p.requires_grad]
+        shared = None if shared_params is None else _unique(p for p in shared_params if p.requires_grad)
         if self.rep_grad:
             if representation is None:
                 raise PolytaskError(
@@ -668,6 +668,12 @@ class GradNorm(Balancer):
 
     def set_extra_state(self, state: Any) -> None:
         self.initial = state["initial"]
+
+
+def _unique(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """``params`` in order, each once (a parameter listed twice would otherwise get d twice)."""
+    seen: set[int] = set()
+    return [p for p in params if not (id(p) in seen or seen.add(id(p)))]
 
 
 def _preference(pref: Sequence[float] | None, K: int, name: str) -> np.ndarray | None:
