@@ -15,14 +15,17 @@ import polytask as pt
 
 METHODS = ["ew", "gls", "uw", "mgda", "mgda_ub", "pcgrad", "upgrad", "cagrad", "nash_mtl", "imtl", "imtl_g"]
 METHODS += ["aligned_mtl", "gradvac", "graddrop", "gradnorm", "dwa", "lbtw"]
+# the same Gramian methods with every linear layer in factored form (each process's rows gathered)
+FACTORED = ["mgda", "pcgrad", "upgrad", "cagrad", "nash_mtl", "imtl", "imtl_g", "aligned_mtl", "gradvac"]
 TASKS = ["a", "b", "c"]
 STEPS = 2
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, deep: bool = False):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+        layers = [nn.Linear(4, 8), nn.Tanh()] + ([nn.Linear(8, 8, bias=False), nn.Tanh()] if deep else [])
+        self.encoder = nn.Sequential(*layers)
         self.heads = nn.ModuleList(nn.Linear(8, 1) for _ in TASKS)
 
     def forward(self, x):
@@ -37,12 +40,13 @@ def data():
     return x, y
 
 
-def run(method, x, y, ddp=False):
+def run(method, x, y, ddp=False, factored=None):
     """Two SGD steps of ``method``; returns the gradients of the second step."""
     torch.manual_seed(0)
-    net = Net()
+    net = Net(deep=factored is not None)
     model = nn.parallel.DistributedDataParallel(net) if ddp else net
-    balancer = pt.balancing.create(method, tasks=TASKS)
+    options = {} if factored is None else {"factored": factored}
+    balancer = pt.balancing.create(method, tasks=TASKS, **options)
     opt = torch.optim.SGD(list(net.parameters()) + list(balancer.parameters()), lr=0.05)
     for step in range(STEPS):
         torch.manual_seed(100 + step)  # same random draws (PCGrad orders) on every rank
@@ -68,6 +72,11 @@ def worker(rank, world, port, out_dir):
         x, y = data()
         half = slice(rank * 8, (rank + 1) * 8)
         results = {m: run(m, x[half], y[half], ddp=True) for m in METHODS}
+        results.update({f"{m}/factored": run(m, x[half], y[half], True, "always") for m in FACTORED})
+        # unequal batches (6 and 10 rows): the gathered rows are padded; same step as the dense route
+        uneven = slice(0, 6) if rank == 0 else slice(6, 16)
+        for mode in ("never", "always"):
+            results[f"uneven/{mode}"] = run("upgrad", x[uneven], y[uneven], True, mode)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -89,3 +98,10 @@ def test_two_process_step_equals_single_process_step_on_the_global_batch(tmp_pat
             expected = run(method, x, y)
             for g, e in zip(got[method], expected):
                 assert torch.allclose(g, e, atol=1e-5), (method, rank, (g - e).abs().max())
+        for g, e in zip(got["uneven/always"], got["uneven/never"]):
+            assert torch.allclose(g, e, atol=1e-5), ("uneven", rank, (g - e).abs().max())
+        for method in FACTORED:  # against the single process's per-parameter route
+            expected = run(method, x, y, factored="never")
+            assert len(got[f"{method}/factored"]) == len(expected) == 9
+            for g, e in zip(got[f"{method}/factored"], expected):
+                assert torch.allclose(g, e, atol=1e-5), (method, "factored", rank, (g - e).abs().max())

@@ -53,15 +53,16 @@ class LinearBlock:
     def rows(self) -> int:
         return sum(u.inputs.shape[0] for u in self.uses)
 
-    def factored_cost(self, n_tasks: int) -> float:
-        """Multiply-adds of S, the K products S δ_l, the K² inner products, and d's weight gradient."""
-        R, (n_in, n_out) = self.rows, self.in_out
+    def factored_cost(self, n_tasks: int, rows: int | None = None) -> float:
+        """Multiply-adds of S, the K products S δ_l, the K² inner products, and d's weight gradient, on
+        ``rows`` rows (default: this process's)."""
+        R, (n_in, n_out) = rows or self.rows, self.in_out
         return R * R * n_in + n_tasks * R * R * n_out + n_tasks**2 * R * n_out + R * n_in * n_out
 
-    def dense_cost(self, n_tasks: int) -> float:
+    def dense_cost(self, n_tasks: int, rows: int | None = None) -> float:
         """Multiply-adds of the K weight gradients and their K x K inner products."""
         n_in, n_out = self.in_out
-        return n_tasks * self.rows * n_in * n_out + n_tasks**2 * n_in * n_out
+        return n_tasks * (rows or self.rows) * n_in * n_out + n_tasks**2 * n_in * n_out
 
     def edges(self) -> list[GradientEdge]:
         """The outputs of the uses, whose gradients δ the backward is asked for."""
@@ -74,13 +75,22 @@ class LinearBlock:
 
 
 class FactoredLinear:
-    """Per-task gradients of one :class:`LinearBlock`: its inputs X (R, in) and output gradients δ (K, R, out)."""
+    """Per-task gradients of one :class:`LinearBlock`: its inputs X (R, in) and output gradients δ (K, R, out).
+
+    Under ``torch.distributed`` :meth:`use_global_rows` gives it every process's rows (X_all, δ_all, n
+    processes of equal batches): the global batch's Jacobian is (1/n) δ_allᵀ X_all, so G is formed from
+    the gathered rows and divided by n²; :meth:`combine` stays local (its result is averaged over
+    processes by the caller)."""
 
     def __init__(self, block: LinearBlock, deltas: Sequence[torch.Tensor]):
         self.block = block
         inputs = [u.inputs.detach() for u in block.uses]
         self.inputs = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
         self.deltas = deltas[0] if len(deltas) == 1 else torch.cat(list(deltas), dim=1)
+        self._gram_rows: tuple[torch.Tensor, torch.Tensor, int] | None = None
+
+    def use_global_rows(self, inputs: torch.Tensor, deltas: torch.Tensor, world: int) -> None:
+        self._gram_rows = (inputs, deltas, world)
 
     def _compute_dtype(self) -> torch.dtype:
         dtype = torch.promote_types(self.inputs.dtype, self.deltas.dtype)
@@ -89,13 +99,15 @@ class FactoredLinear:
     def gramian(self) -> torch.Tensor:
         """Σ_layer <δ_k, S δ_l> (K x K, float64)."""
         dtype = self._compute_dtype()
-        X, deltas = self.inputs.to(dtype), self.deltas.to(dtype)
+        X, deltas, world = self._gram_rows or (self.inputs, self.deltas, 1)
+        X, deltas = X.to(dtype), deltas.to(dtype)
         S = X @ X.T
         if self.block.bias is not None:
             S += 1.0
         K = deltas.shape[0]
         products = torch.stack([S @ deltas[k] for k in range(K)])
-        return (deltas.reshape(K, -1) @ products.reshape(K, -1).T).double()
+        G = (deltas.reshape(K, -1) @ products.reshape(K, -1).T).double()
+        return G / world**2 if world > 1 else G
 
     def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
         """[∇_W, ∇_b] of Σ_k w_k L_k (∇_b only when the layer has a bias)."""
@@ -219,11 +231,14 @@ def find_linear_blocks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> 
     return [b for key, b in blocks.items() if key not in invalid]
 
 
-def select_blocks(blocks: list[LinearBlock], n_tasks: int, mode: str) -> list[LinearBlock]:
+def select_blocks(
+    blocks: list[LinearBlock], n_tasks: int, mode: str, rows: Sequence[int] | None = None
+) -> list[LinearBlock]:
     """The blocks to factor: all of them (``always``), those where it costs fewer multiply-adds
-    (``auto``), none (``never``)."""
+    (``auto``; on ``rows[i]`` rows for block i when given, e.g. the global batch), none (``never``)."""
     if mode == "never":
         return []
     if mode == "always":
         return blocks
-    return [b for b in blocks if b.factored_cost(n_tasks) < b.dense_cost(n_tasks)]
+    rows = rows or [b.rows for b in blocks]
+    return [b for b, r in zip(blocks, rows) if b.factored_cost(n_tasks, r) < b.dense_cost(n_tasks, r)]

@@ -44,7 +44,8 @@ class GradientBalancer(Balancer):
     ``engine`` (``auto``/``batched``/``loop``, see :func:`~polytask.balancing.jacobian.task_gradients`),
     ``factored`` (``auto``: linear layers whose Gram contribution is cheaper from their inputs and output
     gradients than from K weight gradients are held in that form, :mod:`polytask.balancing.factored`;
-    ``always``; ``never``: exact either way, off under ``torch.distributed`` and in rep-grad mode) and
+    ``always``; ``never``: exact either way; under ``torch.distributed`` their rows are gathered from all
+    processes; not used in rep-grad mode) and
     ``scale_heads`` (task-specific parameters get w_k times their task's gradient; ``False``: 1 times).
     """
 
@@ -135,8 +136,7 @@ class GradientBalancer(Balancer):
             targets = shared
         heads = self._heads(stacked, shared, task_params, representation)
         distributed = jac.world_size() > 1
-        # factored blocks are per-rank (the global G would need every rank's inputs): dense under DDP
-        factored = "never" if (self.rep_grad or distributed) else self.factored
+        factored = "never" if self.rep_grad else self.factored
         jacobian, head_grads, self.engine_used = jac.task_jacobian(
             stacked, targets, heads, self.engine, factored, retain_graph=self.rep_grad, must_use=int(self.rep_grad)
         )
@@ -145,6 +145,8 @@ class GradientBalancer(Balancer):
         # w.r.t. z belong to each rank's own samples and stay local (aggregate() combines their Gram matrices)
         jac.all_reduce_mean([*head_grads, global_losses, *([] if self.rep_grad else jacobian.dense_blocks())])
         update, w, head_w = self.aggregate(jacobian, global_losses)
+        if distributed and jacobian.factored:  # factored layers' Jᵀw is per process: average it
+            jac.all_reduce_mean([update[i] for _, indices in jacobian.factored for i in indices])
         if self.rep_grad:
             encoder = shared or [p for p in jac.graph_leaves(representation) if p.requires_grad]
             dz = update[0].to(representation.dtype)

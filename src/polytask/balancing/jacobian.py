@@ -209,9 +209,17 @@ def task_jacobian(
     ``always``; ``never``)."""
     if factored not in fac.MODES:
         raise PolytaskError(f"factored must be one of {fac.MODES}, got {factored!r}")
-    K = losses.shape[0]
-    blocks = fac.select_blocks(fac.find_linear_blocks(losses, targets), K, factored) if factored != "never" else []
+    K, world = losses.shape[0], world_size()
     position = {id(t): i for i, t in enumerate(targets)}
+    found: list[fac.LinearBlock] = []
+    if factored != "never":
+        found = sorted(fac.find_linear_blocks(losses, targets), key=lambda b: position[id(b.weight)])
+    rows = [b.rows for b in found]  # under DDP: the largest count over processes (the gather pads to it)
+    if world > 1 and factored != "never":
+        found, rows = _agree_on_blocks(found, len(targets), position, losses.device)
+    blocks = fac.select_blocks(found, K, factored, [world * r for r in rows])
+    chosen = {id(b) for b in blocks}
+    padded_rows = [r for b, r in zip(found, rows) if id(b) in chosen]
     covered: set[int] = set()
     for block in blocks:
         covered.add(id(block.weight))
@@ -236,6 +244,8 @@ def task_jacobian(
         indices = [position[id(block.weight)]] + ([position[id(block.bias)]] if block.bias is not None else [])
         factored_blocks.append((fac.FactoredLinear(block, deltas[start : start + n]), indices))
         start += n
+    if world > 1 and factored_blocks:
+        _gather_rows([b for b, _ in factored_blocks], padded_rows, world)
     return TaskJacobian(targets, dense, factored_blocks), list(rest[len(plain) :]), used
 
 
@@ -263,6 +273,63 @@ def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:
 
 
 # ------------------------------------------------------------------------------ graph leaves
+def _agree_on_blocks(
+    found: list[fac.LinearBlock], n_targets: int, position: dict[int, int], device: torch.device
+) -> tuple[list[fac.LinearBlock], list[int]]:
+    """The linear blocks every process found (with a bias only where every process attached the same
+    one), and each block's largest row count over processes: one all-reduce, so that all processes
+    factor the same layers and exchange same-shaped tensors."""
+    rows = torch.full((n_targets,), -1, dtype=torch.int64, device=device)
+    bias = torch.zeros(n_targets, dtype=torch.int64, device=device)
+    for b in found:
+        rows[position[id(b.weight)]] = b.rows
+        bias[position[id(b.weight)]] = position[id(b.bias)] + 1 if b.bias is not None else 0
+    packed = torch.cat([rows, -rows, bias, -bias])
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    max_rows, min_rows, max_bias, min_bias = packed.view(4, n_targets).tolist()
+    agreed, agreed_rows = [], []
+    for b in found:
+        i = position[id(b.weight)]
+        if -min_rows[i] < 0:  # some process did not find it
+            continue
+        if max_bias[i] != -min_bias[i]:
+            b.bias = None
+        agreed.append(b)
+        agreed_rows.append(max_rows[i])
+    return agreed, agreed_rows
+
+
+def _gather_rows(blocks: list[fac.FactoredLinear], rows: list[int], world: int) -> None:
+    """Give each factored block every process's inputs and output gradients (padded with zero rows to
+    the same count, which add nothing to G), in one all-gather."""
+    dtype = blocks[0].inputs.dtype
+    for b in blocks:
+        dtype = torch.promote_types(dtype, torch.promote_types(b.inputs.dtype, b.deltas.dtype))
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    parts = []
+    for b, r in zip(blocks, rows):
+        X, D = b.inputs.to(dtype), b.deltas.to(dtype)
+        pad = r - X.shape[0]
+        parts += [torch.nn.functional.pad(X, (0, 0, 0, pad)), torch.nn.functional.pad(D, (0, 0, 0, pad))]
+    flat = torch.cat([p.reshape(-1) for p in parts])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    per_rank = [_split_like(g, parts) for g in gathered]
+    for i, b in enumerate(blocks):
+        X_all = torch.cat([ranks[2 * i] for ranks in per_rank])
+        D_all = torch.cat([ranks[2 * i + 1] for ranks in per_rank], dim=1)
+        b.use_global_rows(X_all, D_all, world)
+
+
+def _split_like(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, start = [], 0
+    for t in like:
+        out.append(flat[start : start + t.numel()].view_as(t))
+        start += t.numel()
+    return out
+
+
 def graph_leaves(root: torch.Tensor, stop_at: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Leaf tensors requiring grad that ``root`` depends on, in discovery order; the walk does not go
     past ``stop_at``'s node (used to find the task-specific parameters above a representation z)."""
