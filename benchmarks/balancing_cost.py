@@ -159,11 +159,7 @@ def torchjd_step(method: str, model_name: str) -> Callable[[], None] | None:
         jac_to_grad(shared, aggregator)
         opt.step()
 
-    try:
-        step()
-    except Exception:
-        return None
-    return step
+    return _if_it_runs(step)
 
 
 def torchjd_autogram_step(method: str, model_name: str) -> Callable[[], None] | None:
@@ -190,6 +186,11 @@ def torchjd_autogram_step(method: str, model_name: str) -> Callable[[], None] | 
         losses.backward(weights)
         opt.step()
 
+    return _if_it_runs(step)
+
+
+def _if_it_runs(step: Callable[[], None]) -> Callable[[], None] | None:
+    """``step`` if one call succeeds (TorchJD versions differ in what they accept), else None."""
     try:
         step()
     except Exception:
