@@ -152,3 +152,43 @@ def test_a_shared_parameter_listed_twice_gets_its_update_once():
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads):
         assert torch.allclose(a, b)
+
+
+def _first_batch(split, n=16):
+    x = split.inputs
+    xb = {k: v[:n] for k, v in x.items()} if isinstance(x, dict) else x[:n]
+    return xb, {k: v[:n] for k, v in split.targets.items()}
+
+
+@pytest.mark.parametrize(
+    "arch,dataset,options",
+    [
+        ("hps_mlp", "multidigits", {"n_train": 64, "n_val": 32, "n_test": 32}),
+        ("hps_cnn", "multidigits", {"n_train": 64, "n_val": 32, "n_test": 32}),
+        ("shared_bottom", "mmoe_synthetic", {}),
+        ("omoe", "mmoe_synthetic", {}),
+        ("mmoe", "mmoe_synthetic", {}),
+        ("cgc", "mmoe_synthetic", {}),
+        ("ple", "mmoe_synthetic", {}),
+        ("dupn", "behaviour_sequences", {"n_train": 64, "n_val": 32, "n_test": 32}),
+    ],
+)
+def test_the_library_architectures_take_the_same_step_with_and_without_factoring(arch, dataset, options):
+    data = pt.data.create(dataset, **options)
+    found, grads = 0, []
+    for mode in ("never", "always"):
+        torch.manual_seed(0)
+        model = pt.models.create(arch, tasks=data.tasks, input_shape=data.input_shape)
+        x, y = _first_batch(data.train)
+        losses = pt.tasks.compute_losses(data.tasks, model(x), y)
+        if mode == "always":
+            stacked = torch.stack(list(losses.values()))
+            found = len(fac.find_linear_blocks(stacked, list(model.shared_parameters())))
+        balancer = pt.balancing.create("upgrad", tasks=[t.name for t in data.tasks], factored=mode)
+        balancer.backward(losses, list(model.shared_parameters()), model.task_parameter_groups())
+        grads.append([p.grad for p in model.parameters()])
+    assert found >= 1  # every one of these has shared linear layers
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * (1 + a.abs().max().item()))
