@@ -192,3 +192,23 @@ def test_the_library_architectures_take_the_same_step_with_and_without_factoring
         assert (a is None) == (b is None)
         if a is not None:
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * (1 + a.abs().max().item()))
+
+
+def test_a_bias_shared_by_two_weights_stays_on_the_per_parameter_route():
+    torch.manual_seed(0)
+    w1, w2, b = (nn.Parameter(torch.randn(*shape, dtype=torch.float64)) for shape in ((5, 4), (5, 5), (5,)))
+    x = torch.randn(8, 4, dtype=torch.float64)
+
+    def losses():
+        h = torch.tanh(nn.functional.linear(x, w1, b))
+        z = torch.tanh(nn.functional.linear(h, w2, b))
+        return torch.stack([z[:, k].pow(2).mean() for k in range(K)])
+
+    blocks = fac.find_linear_blocks(losses(), [w1, w2, b])
+    assert len(blocks) == 2 and all(block.bias is None for block in blocks)
+    J0, _, _ = jac.task_jacobian(losses(), [w1, w2, b], factored="never")
+    J1, _, _ = jac.task_jacobian(losses(), [w1, w2, b], factored="always")
+    assert torch.allclose(J0.gramian(), J1.gramian(), rtol=1e-10)
+    w = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    for a, c in zip(J0.combine(w), J1.combine(w)):
+        assert torch.allclose(a, c, rtol=1e-10)

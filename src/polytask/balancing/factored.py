@@ -223,10 +223,12 @@ def find_linear_blocks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> 
         biases = {id(u.bias) if u.bias is not None else None for u in block.uses}
         if len(biases) != 1 or block.bias is None or not _only_uses(bias_paths[id(block.bias)], indegree):
             block.bias = None  # some uses without it, or it is used elsewhere too: per-parameter route
-    for block in blocks.values():  # a bias shared with a block that cannot be factored stays dense
-        if block.bias is not None and any(
-            other.bias is block.bias and other_key in invalid for other_key, other in blocks.items()
-        ):
+    owners: dict[int, int] = {}
+    for key, block in blocks.items():
+        if block.bias is not None:
+            owners[id(block.bias)] = owners.get(id(block.bias), 0) + (1 if key not in invalid else 2)
+    for block in blocks.values():  # a bias of two weights (or of one that stays dense) stays dense
+        if block.bias is not None and owners[id(block.bias)] > 1:
             block.bias = None
     return [b for key, b in blocks.items() if key not in invalid]
 
