@@ -212,3 +212,20 @@ def test_a_bias_shared_by_two_weights_stays_on_the_per_parameter_route():
     w = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
     for a, c in zip(J0.combine(w), J1.combine(w)):
         assert torch.allclose(a, c, rtol=1e-10)
+
+
+def test_an_overflowing_product_is_formed_again_in_float64():
+    # inputs ~1e20 and output gradients ~1e-20: J is moderate, X Xᵀ overflows float32
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 4)
+    x = torch.randn(8, 6) * 1e20
+
+    def losses():
+        z = layer(x)
+        return torch.stack([1e-20 * z[:, k].sum() * (k + 1) for k in range(K)])
+
+    J0, _, _ = jac.task_jacobian(losses(), list(layer.parameters()), factored="never")
+    J1, _, _ = jac.task_jacobian(losses(), list(layer.parameters()), factored="always")
+    assert J1.factored and not torch.isfinite(J1.factored[0][0].gramian()).all()  # float32 overflows
+    G0, G1 = J0.gramian(), J1.gramian()
+    assert torch.isfinite(G1).all() and torch.allclose(G0, G1, rtol=1e-5)

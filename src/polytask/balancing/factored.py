@@ -96,9 +96,10 @@ class FactoredLinear:
         dtype = torch.promote_types(self.inputs.dtype, self.deltas.dtype)
         return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
-    def gramian(self) -> torch.Tensor:
-        """Σ_layer <δ_k, S δ_l> (K x K, float64)."""
-        dtype = self._compute_dtype()
+    def gramian(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Σ_layer <δ_k, S δ_l> (K x K, float64), computed in ``dtype`` (default: the tensors' precision,
+        at least float32)."""
+        dtype = dtype or self._compute_dtype()
         X, deltas, world = self._gram_rows or (self.inputs, self.deltas, 1)
         X, deltas = X.to(dtype), deltas.to(dtype)
         S = X @ X.T

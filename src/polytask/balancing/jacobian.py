@@ -102,11 +102,11 @@ def _loop(
     return [torch.stack(r) for r in rows]
 
 
-def gramian(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+def gramian(grads: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
     """G = J Jᵀ (K x K, float64) summed over the per-input blocks of J (each block's product in its own
-    precision, the sum in float64)."""
+    precision, or in ``dtype``; the sum in float64)."""
     K = grads[0].shape[0]
-    blocks = [g.reshape(K, -1) for g in grads]
+    blocks = [g.reshape(K, -1) if dtype is None else g.reshape(K, -1).to(dtype) for g in grads]
     G = torch.zeros(K, K, dtype=torch.float64, device=grads[0].device)
     for flat in blocks:
         G += torch.mm(flat, flat.T).double()
@@ -162,16 +162,23 @@ class TaskJacobian:
         return [g for g in self.dense if g is not None]
 
     def gramian(self) -> torch.Tensor:
-        """G = J Jᵀ (K x K, float64)."""
-        blocks = self.dense_blocks()
-        G = gramian(blocks) if blocks else None
-        for block, _ in self.factored:
-            G = block.gramian() if G is None else G + block.gramian()
-        if G is None:
-            raise PolytaskError("the Jacobian has no blocks (no shared parameters?)")
+        """G = J Jᵀ (K x K, float64). When a product overflows its precision (huge activations times tiny
+        output gradients can overflow X Xᵀ although J itself is moderate) it is formed again in float64."""
+        G = self._gramian(None)
+        if not torch.isfinite(G).all():
+            G = self._gramian(torch.float64)
         if self.row_scale is not None:
             s = self.row_scale.to(G)
             G = G * torch.outer(s, s)
+        return G
+
+    def _gramian(self, dtype: torch.dtype | None) -> torch.Tensor:
+        blocks = self.dense_blocks()
+        G = gramian(blocks, dtype) if blocks else None
+        for block, _ in self.factored:
+            G = block.gramian(dtype) if G is None else G + block.gramian(dtype)
+        if G is None:
+            raise PolytaskError("the Jacobian has no blocks (no shared parameters?)")
         return G
 
     def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
