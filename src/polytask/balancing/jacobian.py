@@ -219,7 +219,7 @@ def task_jacobian(
     K, world = losses.shape[0], world_size()
     position = {id(t): i for i, t in enumerate(targets)}
     found: list[fac.LinearBlock] = []
-    if factored != "never":
+    if factored != "never" and any(t.dim() == 2 for t in targets):  # no matrix: no linear layer to walk for
         found = sorted(fac.find_linear_blocks(losses, targets), key=lambda b: position[id(b.weight)])
     rows = [b.rows for b in found]  # under DDP: the largest count over processes (the gather pads to it)
     if world > 1 and factored != "never":
