@@ -118,15 +118,6 @@ def test_bad_factored_option_is_named():
         pt.balancing.create("mgda", tasks=K, factored="yes")
 
 
-def test_weight_problems_run_with_one_blas_thread():
-    from threadpoolctl import threadpool_info
-
-    from polytask.balancing.solvers import single_threaded_blas
-
-    with single_threaded_blas():
-        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
-
-
 def test_autocast_weight_casts_are_followed_and_agree_with_the_dense_route():
     net = Net()
     x = torch.randn(16, 6)

@@ -31,7 +31,6 @@ from polytask.balancing import gramian_weightings as gw
 from polytask.balancing import jacobian as jac
 from polytask.balancing.base import Balancer, Losses, Params
 from polytask.balancing.registry import register
-from polytask.balancing.solvers import single_threaded_blas
 from polytask.errors import PolytaskError, SolverError
 
 
@@ -86,8 +85,7 @@ class GradientBalancer(Balancer):
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Per-target update Jᵀw, the weights w on the shared gradients, and the weights for the heads."""
         G = self.global_gramian(jacobian)
-        with single_threaded_blas():
-            w_np = self.gram_weights(G.cpu().numpy(), losses.detach().double().cpu().numpy())
+        w_np = self.gram_weights(G.cpu().numpy(), losses.detach().double().cpu().numpy())
         if not np.all(np.isfinite(w_np)):
             raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")
         dtype = jacobian.targets[0].dtype

@@ -13,28 +13,9 @@ All routines work in float64 NumPy (K is small; the cost is Python overhead, not
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Iterator
-
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from polytask.errors import SolverError
-
-
-@functools.cache
-def _blas_pools():
-    return ThreadpoolController().select(user_api="blas")
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run numpy's BLAS on one thread for the block. The K x K problems here gain nothing from threads,
-    and a multi-threaded BLAS call leaves worker threads spinning on the cores PyTorch's next operations
-    need: on 2 cores this slowed a whole MLP training step by about a third (benchmarks/balancing_cost.py)."""
-    with _blas_pools().limit(limits=1):
-        yield
 
 
 def min_norm_2(g11: float, g12: float, g22: float) -> tuple[float, float]:
