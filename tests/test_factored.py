@@ -220,3 +220,14 @@ def test_an_overflowing_product_is_formed_again_in_float64():
     assert J1.factored and not torch.isfinite(J1.factored[0][0].gramian()).all()  # float32 overflows
     G0, G1 = J0.gramian(), J1.gramian()
     assert torch.isfinite(G1).all() and torch.allclose(G0, G1, rtol=1e-5)
+
+
+def test_auto_engine_loops_over_tasks_for_convolutions_on_the_cpu():
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 8))
+    mlp = nn.Sequential(nn.Linear(64, 8), nn.ReLU())
+    for encoder, x, expected in ((conv, torch.randn(4, 1, 8, 8), "loop"), (mlp, torch.randn(4, 64), "batched")):
+        z = encoder(x)
+        losses = torch.stack([z[:, k].pow(2).mean() for k in range(K)])
+        balancer = pt.balancing.create("mgda", tasks=K)
+        balancer.backward(losses, encoder.parameters())
+        assert balancer.engine_used == expected
