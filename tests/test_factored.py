@@ -231,3 +231,31 @@ def test_auto_engine_loops_over_tasks_for_convolutions_on_the_cpu():
         balancer = pt.balancing.create("mgda", tasks=K)
         balancer.backward(losses, encoder.parameters())
         assert balancer.engine_used == expected
+
+
+def test_loop_engine_runs_each_task_backward_through_its_own_head_only():
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
+    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(K))
+    x = torch.randn(16, 6)
+    calls = [0] * K
+
+    def losses_and_hooks():
+        z = encoder(x)
+        out = []
+        for k, head in enumerate(heads):
+            y = head(z)
+            y.register_hook(lambda g, k=k: calls.__setitem__(k, calls[k] + 1))
+            out.append(y.pow(2).mean() * (k + 1))
+        return out
+
+    stacked = torch.stack(losses_and_hooks())
+    params = [*encoder.parameters(), *heads.parameters()]
+    split, _ = jac.task_gradients(stacked, params, engine="loop")
+    assert calls == [1] * K  # head k's backward ran once, for task k
+    calls[:] = [0] * K
+    merged = torch.stack(losses_and_hooks()) * 1.0  # not a plain stack: every backward crosses every head
+    whole, _ = jac.task_gradients(merged, params, engine="loop")
+    assert calls == [K] * K
+    for a, b in zip(split, whole):
+        assert torch.allclose(a, b, atol=1e-7)

@@ -81,10 +81,40 @@ def _batched(
     return [_zeros(K, x) if g is None else g for g, x in zip(grads, inputs)]
 
 
-def _zeros(K: int, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(x, GradientEdge):  # a linear layer's output found in this graph is always reached
-        raise PolytaskError("per-task gradients: a linear layer's output received no gradient")
+def _edge_metadata(edge: GradientEdge):
+    """Shape, dtype and device of the tensor a gradient edge stands for (PyTorch's node metadata)."""
+    try:
+        return edge.node._input_metadata[edge.output_nr]
+    except (AttributeError, IndexError):
+        return None
+
+
+def _zeros(K: int, x: torch.Tensor | GradientEdge) -> torch.Tensor:
+    if isinstance(x, GradientEdge):
+        meta = _edge_metadata(x)
+        if meta is None:
+            raise PolytaskError("per-task gradients: a linear layer's output received no gradient")
+        return torch.zeros((K, *meta.shape), dtype=meta.dtype, device=meta.device)
     return torch.zeros((K, *x.shape), dtype=x.dtype, device=x.device)
+
+
+def _task_outputs(losses: torch.Tensor) -> list | None:
+    """The K losses as separate autograd outputs (edge, gradient 1) when ``losses`` is a stack of scalars,
+    so that the backward of task k runs through task k's own branch only (not through every head with a
+    zero gradient, as losses[k] would); None otherwise."""
+    node = losses.grad_fn
+    if losses.dim() != 1 or type(node).__name__ != "StackBackward0" or getattr(node, "_saved_dim", None) != 0:
+        return None
+    outputs = []
+    for part in node.next_functions:
+        if part[0] is None:  # a constant loss: no gradient anywhere
+            outputs.append(None)
+            continue
+        meta = _edge_metadata(GradientEdge(*part))
+        if meta is None or tuple(meta.shape) != ():
+            return None
+        outputs.append((GradientEdge(*part), torch.ones((), dtype=meta.dtype, device=meta.device)))
+    return outputs if len(outputs) == losses.shape[0] else None
 
 
 def _loop(
@@ -93,8 +123,16 @@ def _loop(
     K = losses.shape[0]
     rows: list[list[torch.Tensor]] = [[] for _ in inputs]
     used = [False] * len(inputs)
+    parts = _task_outputs(losses)
     for k in range(K):
-        grads = torch.autograd.grad(losses[k], inputs, retain_graph=retain_graph or k < K - 1, allow_unused=True)
+        keep = retain_graph or k < K - 1
+        if parts is None:
+            grads = torch.autograd.grad(losses[k], inputs, retain_graph=keep, allow_unused=True)
+        elif parts[k] is None:
+            grads = (None,) * len(inputs)
+        else:
+            edge, one = parts[k]
+            grads = torch.autograd.grad([edge], inputs, [one], retain_graph=keep, allow_unused=True)
         for i, (g, x) in enumerate(zip(grads, inputs)):
             used[i] = used[i] or g is not None
             rows[i].append(_zeros(1, x)[0] if g is None else g)
