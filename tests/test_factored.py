@@ -231,6 +231,13 @@ def test_auto_engine_loops_over_tasks_for_convolutions_on_the_cpu():
         balancer = pt.balancing.create("mgda", tasks=K)
         balancer.backward(losses, encoder.parameters())
         assert balancer.engine_used == expected
+    # rep-grad: the targets are z, but convolutional heads also make the loop the faster engine
+    z = mlp(torch.randn(4, 64)).view(4, 2, 2, 2)
+    conv_heads = nn.ModuleList(nn.Conv2d(2, 1, 1) for _ in range(K))
+    losses = torch.stack([head(z).pow(2).mean() for head in conv_heads])
+    balancer = pt.balancing.create("mgda_ub", tasks=K)
+    balancer.backward(losses, mlp.parameters(), representation=z)
+    assert balancer.engine_used == "loop"
 
 
 def test_loop_engine_runs_each_task_backward_through_its_own_head_only():
