@@ -255,17 +255,9 @@ def task_jacobian(
     (not factored) or one of ``others`` is a convolution kernel: there the loop engine is faster."""
     if factored not in fac.MODES:
         raise PolytaskError(f"factored must be one of {fac.MODES}, got {factored!r}")
-    K, world = losses.shape[0], world_size()
+    world = world_size()
     position = {id(t): i for i, t in enumerate(targets)}
-    found: list[fac.LinearBlock] = []
-    if factored != "never" and any(t.dim() == 2 for t in targets):  # no matrix: no linear layer to walk for
-        found = sorted(fac.find_linear_blocks(losses, targets), key=lambda b: position[id(b.weight)])
-    rows = [b.rows for b in found]  # under DDP: the largest count over processes (the gather pads to it)
-    if world > 1 and factored != "never":
-        found, rows = _agree_on_blocks(found, len(targets), position, losses.device)
-    blocks = fac.select_blocks(found, K, factored, [world * r for r in rows])
-    chosen = {id(b) for b in blocks}
-    padded_rows = [r for b, r in zip(found, rows) if id(b) in chosen]
+    blocks, padded_rows = _blocks_to_factor(losses, targets, position, factored, world)
     covered: set[int] = set()
     for block in blocks:
         covered.add(id(block.weight))
@@ -295,6 +287,22 @@ def task_jacobian(
     if world > 1 and factored_blocks:
         _gather_rows([b for b, _ in factored_blocks], padded_rows, world)
     return TaskJacobian(targets, dense, factored_blocks), list(rest[len(plain) :]), used
+
+
+def _blocks_to_factor(
+    losses: torch.Tensor, targets: Sequence[torch.Tensor], position: dict[int, int], factored: str, world: int
+) -> tuple[list[fac.LinearBlock], list[int]]:
+    """The linear blocks to hold in factored form (in target order) and, per block, the row count every
+    process pads to (under DDP the largest over processes, agreed with them)."""
+    found: list[fac.LinearBlock] = []
+    if factored != "never" and any(t.dim() == 2 for t in targets):  # no matrix: no linear layer to walk for
+        found = sorted(fac.find_linear_blocks(losses, targets), key=lambda b: position[id(b.weight)])
+    rows = [b.rows for b in found]
+    if world > 1 and factored != "never":
+        found, rows = _agree_on_blocks(found, len(targets), position, losses.device)
+    blocks = fac.select_blocks(found, losses.shape[0], factored, [world * r for r in rows])
+    chosen = {id(b) for b in blocks}
+    return blocks, [r for b, r in zip(found, rows) if id(b) in chosen]
 
 
 # ------------------------------------------------------------------------------ distributed
