@@ -106,8 +106,11 @@ class FactoredLinear:
         if self.block.bias is not None:
             S += 1.0
         K = deltas.shape[0]
-        products = torch.stack([S @ deltas[k] for k in range(K)])
-        G = (deltas.reshape(K, -1) @ products.reshape(K, -1).T).double()
+        flat = deltas.reshape(K, -1)
+        G = torch.empty(K, K, dtype=dtype, device=deltas.device)
+        for j in range(K):  # column j: <δ_k, S δ_j> for all k (no stacked copy of the K products)
+            G[:, j] = flat @ (S @ deltas[j]).reshape(-1)
+        G = G.double()
         return G / world**2 if world > 1 else G
 
     def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
