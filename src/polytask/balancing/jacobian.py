@@ -332,9 +332,9 @@ def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:
 def _convolutions_on_cpu(params: Sequence[torch.Tensor]) -> bool:
     """True when some per-parameter input is a convolution kernel (a leaf of 3+ dimensions) and all are
     on the CPU: there the K ordinary backwards of the loop engine beat the batched one (vmap over a
-    convolution's weight gradient), e.g. 2.2x vs 2.6x EW per step for hps_cnn and 2.8x vs 3.2x for
-    hps_resnet; with convolutional heads in rep-grad mode (MGDA-UB on hps_resnet) 1.07x vs 1.53x, as each
-    task's backward then crosses its own head only (same-run comparisons, 2 cores)."""
+    convolution's weight gradient; and each task's backward crosses its own head only). MGDA step over
+    EW's, loop vs batched (benchmarks/engine_choice.py, 2 cores): hps_resnet 2.3x vs 2.8x, PAD-Net 2.2x
+    vs 3.2x, MTI-Net 1.9x vs 3.0x; MGDA-UB on hps_resnet (convolutional heads) 1.06x vs 1.47x."""
     conv = any(p.is_leaf and p.dim() >= 3 for p in params)
     return conv and all(p.device.type == "cpu" for p in params)
 
