@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/balancing_cost.py 2>/dev/null
 	$(BIN)/python benchmarks/engine_choice.py 2>/dev/null
+	$(BIN)/python benchmarks/engine_heads.py 2>/dev/null
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache .ruff_cache

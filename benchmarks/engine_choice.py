@@ -1,7 +1,8 @@
 """Which per-task gradient engine is faster for the library's architectures: each gradient method's
-training step with ``engine='batched'`` and ``engine='loop'`` as a ratio to EW's step, measured in the
-same run (methods and engines interleaved within each round). It shows the evidence for
-``engine='auto'`` choosing the loop on the CPU when convolution kernels are among the parameters.
+training step with ``engine='direct'`` (where it applies: linear/elementwise shared layers),
+``engine='batched'`` and ``engine='loop'`` as a ratio to EW's step, measured in the same run (methods and
+engines interleaved within each round). It shows the evidence for ``engine='auto'`` choosing the loop on
+the CPU when convolution kernels are among the parameters, and where the opt-in direct engine pays.
 
     python benchmarks/engine_choice.py [--archs hps_mlp,hps_cnn,hps_resnet,padnet,mtinet]
                                        [--methods mgda,pcgrad,mgda_ub] [--batch 32] [--steps 3] [--rounds 5]
@@ -72,7 +73,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     methods = args.methods.split(",")
     print(f"threads {torch.get_num_threads()}, batch {args.batch}; step time / EW's step time (same run)")
-    print(f"{'arch':12s} {'method':10s} {'batched':>8s} {'loop':>8s} {'auto picks':>11s}")
+    print(f"{'arch':12s} {'method':10s} {'direct':>8s} {'batched':>8s} {'loop':>8s} {'auto picks':>11s}")
     for arch in args.archs.split(","):
         data = dataset_for(arch)
         steps = {("ew", "-"): make_step(arch, data, "ew", "auto", args.batch)}
@@ -83,13 +84,18 @@ def main() -> None:
             except pt.PolytaskError as exc:  # e.g. rep-grad on a model without one shared representation
                 print(f"{arch:12s} {method:10s} n/a: {str(exc).split(';')[0][:70]}")
                 continue
-            for engine in ("batched", "loop"):
-                steps[(method, engine)] = make_step(arch, data, method, engine, args.batch)
+            for engine in ("direct", "batched", "loop"):
+                step = make_step(arch, data, method, engine, args.batch)
+                try:
+                    step()
+                except pt.PolytaskError:  # the direct engine does not handle this graph
+                    continue
+                steps[(method, engine)] = step
         timing = measure(steps, args.steps, args.rounds)
         base = timing[("ew", "-")]
         for method in picked:
-            b, lo = timing[(method, "batched")] / base, timing[(method, "loop")] / base
-            print(f"{arch:12s} {method:10s} {b:8.2f} {lo:8.2f} {picked[method]:>11s}")
+            d, b, lo = (timing.get((method, e), float("nan")) / base for e in ("direct", "batched", "loop"))
+            print(f"{arch:12s} {method:10s} {d:8.2f} {b:8.2f} {lo:8.2f} {picked[method]:>11s}")
 
 
 def _engine_used(arch: str, data, method: str, batch: int) -> str:

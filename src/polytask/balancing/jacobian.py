@@ -2,15 +2,22 @@
 
 For losses L (K,) and inputs x_1..x_m (shared parameters, or the shared representation z, plus the
 task-specific parameters) :func:`task_gradients` returns, per input, a (K, *x.shape) tensor whose row k
-is ∂L_k/∂x. Two engines give the same numbers:
+is ∂L_k/∂x. Three engines give the same numbers:
 
+- ``direct``: for losses given as a stack of per-task scalars and shared layers that are linear layers
+  and elementwise activations, one backward through the heads and the K chains through the shared
+  layers as plain batched matrix products, without vmap (:mod:`polytask.balancing.direct`);
 - ``batched``: one backward of the K rows of the identity through the graph,
   ``torch.autograd.grad(L, xs, grad_outputs=I_K, is_grads_batched=True)`` (vmap over the backward);
 - ``loop``: K ordinary backwards (for graphs whose ops have no batching rule).
 
-``auto`` tries ``batched`` and falls back to ``loop`` (with one warning naming the reason) when the graph
-cannot be batched. From the per-input rows :func:`gramian` forms G = J Jᵀ without concatenating J, and
-:func:`combine` forms Jᵀw per input, so methods that need only G never materialise a flat K x P matrix.
+``auto`` uses ``batched`` and falls back to ``loop`` (with one warning naming the reason) when the graph
+cannot be batched; ``direct`` is chosen explicitly (it pays where the heads are more than one linear
+layer or there are many tasks, since vmap runs every head for all K rows; on a 3-task MLP with linear
+heads its Python bookkeeping costs about what it saves: ``benchmarks/engine_choice.py``).
+
+From the per-input rows :func:`gramian` forms G = J Jᵀ without concatenating J, and :func:`combine` forms
+Jᵀw per input, so methods that need only G never materialise a flat K x P matrix.
 
 :func:`task_jacobian` wraps this for the gradient methods: it returns a :class:`TaskJacobian`, in which
 linear layers' blocks may be kept in factored form (their inputs and per-task output gradients, see
@@ -26,10 +33,11 @@ import torch
 import torch.distributed as dist
 from torch.autograd.graph import GradientEdge
 
+from polytask.balancing import direct
 from polytask.balancing import factored as fac
 from polytask.errors import PolytaskError
 
-ENGINES = ("auto", "batched", "loop")
+ENGINES = ("auto", "direct", "batched", "loop")
 
 
 def task_gradients(
@@ -46,6 +54,15 @@ def task_gradients(
         raise PolytaskError(f"unknown gradient engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if not inputs:
         return [], "batched" if engine == "auto" else engine
+    if engine == "direct":
+        grads = _direct(losses, inputs, retain_graph, must_use)
+        if grads is not None:
+            return grads, "direct"
+        raise PolytaskError(
+            "the direct gradient engine does not handle this graph (it needs the losses as a stack of "
+            "per-task scalars, and shared layers made of linear layers and ReLU/tanh/sigmoid/elementwise "
+            "products only); use engine='batched' or 'loop'"
+        )
     if engine in ("auto", "batched"):
         try:
             return _batched(losses, inputs, retain_graph, must_use), "batched"
@@ -59,6 +76,23 @@ def task_gradients(
                 stacklevel=3,
             )
     return _loop(losses, inputs, retain_graph, must_use), "loop"
+
+
+def _direct(
+    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool, must_use: int
+) -> list[torch.Tensor] | None:
+    """The direct engine's per-task gradients (:mod:`polytask.balancing.direct`), or None where it
+    does not apply."""
+    roots = _task_outputs(losses)
+    if roots is None:
+        return None
+    out = direct.per_task_gradients(roots, inputs, retain_graph)
+    if out is None:
+        return None
+    grads, used = out
+    _check_used(used, must_use)
+    K = losses.shape[0]
+    return [_zeros(K, x) if g is None else g for g, x in zip(grads, inputs)]
 
 
 def _check_used(used: Sequence[bool], must_use: int) -> None:

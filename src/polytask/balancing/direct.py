@@ -1,0 +1,311 @@
+"""The ``direct`` per-task gradient engine: the K backward chains of a multi-layer perceptron as plain
+batched matrix products, without vmap.
+
+For losses L_1..L_K that are separate scalars (``torch.stack([l_1, .., l_K])``) the autograd graph splits
+into the part that only one task reaches (its head and loss) and the part that several tasks reach (the
+shared layers). The engine
+
+1. runs one ordinary backward of Σ_k L_k through the single-task part, stopping where it enters the
+   shared part; a hook on each head's last node keeps that task's gradient apart from the others', so
+   the heads are traversed once (a vmapped backward traverses every head K times, K − 1 of them with a
+   zero gradient);
+2. carries the K stacked gradients (K, *shape) through the shared part node by node: linear layers
+   (``addmm``, ``mm``, the transpose of a weight) as one matrix product over all K·R rows, and the
+   elementwise activations (ReLU, tanh, sigmoid, multiplication by a mask or a tensor such as dropout's)
+   with their derivative broadcast over the K rows.
+
+The result equals autograd's per-task gradients (up to rounding in the order of sums). It is used only
+when every node of the shared part that leads to a requested input is one of those kinds; otherwise
+:func:`per_task_gradients` returns None and the caller uses the vmap or loop engine. Reading saved tensors
+relies on the names PyTorch gives them (``_saved_mat1``, ``_saved_result``, ...); where they differ the
+engine declines and the others give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.autograd.graph import GradientEdge
+
+Slot = tuple[object, int]  # (autograd node, input number): where a gradient arrives
+
+
+def per_task_gradients(
+    roots: Sequence[tuple[GradientEdge, torch.Tensor] | None],
+    inputs: Sequence[torch.Tensor | GradientEdge],
+    retain_graph: bool,
+) -> tuple[list[torch.Tensor | None], list[bool]] | None:
+    """Per-task gradients of the K task losses (``roots[k]``: the edge of L_k and a scalar 1, None for a
+    constant loss) w.r.t. ``inputs``: one (K, *shape) tensor per input (None where no gradient arrives)
+    and whether each input was reached; None when the shared part has a node this engine does not
+    handle, or the graph is not split by task as it needs."""
+    K = len(roots)
+    slots = [_slot(x) for x in inputs]
+    if any(s is None for s in slots):
+        return None
+    graph = _Graph(roots, slots)
+    if graph.unsupported:
+        return None
+    captured = graph.run_heads(roots, retain_graph)
+    if captured is None:
+        return None
+    results: dict[Slot, torch.Tensor] = {}
+    try:
+        with torch.no_grad():  # saved tensors such as a weight require grad; the gradients do not
+            graph.run_shared(captured, results, K)
+    except (RuntimeError, AttributeError, TypeError):  # freed buffers, unexpected saved tensors
+        return None
+    grads = [results.get(s) for s in slots]  # type: ignore[arg-type]
+    return grads, [g is not None for g in grads]
+
+
+def _slot(x: torch.Tensor | GradientEdge) -> Slot | None:
+    if isinstance(x, GradientEdge):
+        return (x.node, x.output_nr)
+    if not x.requires_grad:
+        return None
+    edge = torch.autograd.graph.get_gradient_edge(x)
+    return (edge.node, edge.output_nr)
+
+
+class _Graph:
+    """The graph of the K losses: which tasks reach each node, which nodes lead to a requested slot,
+    where the single-task part hands gradients to the shared part."""
+
+    def __init__(self, roots: Sequence[tuple[GradientEdge, torch.Tensor] | None], slots: Sequence[Slot]):
+        self.targets = {s: i for i, s in enumerate(slots)}
+        target_nodes = {s[0] for s in slots}
+        # nodes in an order where every node comes after all nodes with an edge into it
+        children: dict[object, list[tuple[object, int]]] = {}
+        order: list[object] = []
+        starts = [r[0].node for r in roots if r is not None]
+        visited: set[object] = set()
+        for start in starts:
+            stack: list[tuple[object, bool]] = [(start, False)]
+            while stack:
+                node, done = stack.pop()
+                if done:
+                    order.append(node)
+                    continue
+                if node in visited:
+                    continue
+                visited.add(node)
+                edges = list(node.next_functions)  # positions matter: a rule returns one gradient per edge
+                children[node] = edges
+                stack.append((node, True))
+                stack.extend((c, False) for c, _ in edges if c is not None and c not in visited)
+        order.reverse()
+        self.order, self.children = order, children
+        # tasks reaching each node (bit k: task k)
+        reach: dict[object, int] = {n: 0 for n in order}
+        for k, root in enumerate(roots):
+            if root is not None:
+                reach[root[0].node] |= 1 << k
+        for node in order:
+            for child, _ in children[node]:
+                if child is not None:
+                    reach[child] |= reach[node]
+        self.reach = reach
+        # nodes from which a requested slot is reachable
+        needed: set[object] = set()
+        for node in reversed(order):
+            if node in target_nodes or any(c in needed for c, _ in children[node]):
+                needed.add(node)
+        self.needed = needed
+        shared = [n for n in order if n in needed and _popcount(reach[n]) > 1]
+        self.shared = shared
+        shared_set = set(shared)
+        self.unsupported = any(
+            type(n).__name__ not in _HANDLERS and not _is_target_only(n, children[n], needed)
+            for n in shared
+        )
+        # edges from single-task nodes into the shared part: where the heads hand over their gradients
+        self.handover: dict[object, list[tuple[int, Slot, int]]] = {}  # node -> [(edge index, slot, task)]
+        fed_by_shared: set[Slot] = set()
+        for node in order:
+            single = node not in shared_set
+            for i, (child, nr) in enumerate(children[node]):
+                if child not in shared_set:
+                    continue
+                if single and node in needed:
+                    task = reach[node].bit_length() - 1
+                    self.handover.setdefault(node, []).append((i, (child, nr), task))
+                elif not single:
+                    fed_by_shared.add((child, nr))
+        handover_slots = {s for edges in self.handover.values() for _, s, _ in edges}
+        # a slot fed both by a head and by the shared part would make phase 1 run shared nodes: decline
+        if handover_slots & fed_by_shared:
+            self.unsupported = True
+        self.handover_slots = list(handover_slots)
+        self.head_slots = [s for s in slots if s[0] in needed and s[0] not in shared_set]
+        self.shared_set = shared_set
+
+    def run_heads(
+        self, roots: Sequence[tuple[GradientEdge, torch.Tensor] | None], retain_graph: bool
+    ) -> dict[Slot, dict[int, torch.Tensor]] | None:
+        """One backward of Σ_k L_k through the single-task part: the gradients each task hands to the
+        shared part (slot -> task -> gradient), and the requested slots of the single-task part."""
+        captured: dict[Slot, dict[int, torch.Tensor]] = {}
+        self.head_results: dict[Slot, tuple[int, torch.Tensor]] = {}
+        live = [r for r in roots if r is not None]
+        wanted = self.handover_slots + self.head_slots
+        if not live or not wanted:
+            return captured
+
+        def make_hook(edges: list[tuple[int, Slot, int]]) -> Callable:
+            def hook(grad_inputs, grad_outputs):
+                for i, slot, task in edges:
+                    g = grad_inputs[i]
+                    if g is None:
+                        continue
+                    per_task = captured.setdefault(slot, {})
+                    per_task[task] = g if task not in per_task else per_task[task] + g
+
+            return hook
+
+        handles = [node.register_hook(make_hook(edges)) for node, edges in self.handover.items()]
+        try:
+            grads = torch.autograd.grad(
+                [r[0] for r in live],
+                [GradientEdge(*s) for s in wanted],
+                [r[1] for r in live],
+                retain_graph=True if self.shared else retain_graph,
+                allow_unused=True,
+            )
+        finally:
+            for h in handles:
+                h.remove()
+        for slot, g in zip(self.head_slots, grads[len(self.handover_slots) :]):
+            if g is not None:
+                self.head_results[slot] = (self.reach[slot[0]].bit_length() - 1, g)
+        return captured
+
+    def run_shared(
+        self, captured: dict[Slot, dict[int, torch.Tensor]], results: dict[Slot, torch.Tensor], K: int
+    ) -> None:
+        """Carry the stacked (K, ...) gradients through the shared part; requested slots go to ``results``."""
+        pending: dict[object, dict[int, torch.Tensor]] = {}
+        for (node, nr), per_task in captured.items():
+            pending.setdefault(node, {})[nr] = _stack_rows(per_task, K)
+        for slot, (task, g) in self.head_results.items():
+            results[slot] = _stack_rows({task: g}, K)
+        for node in self.shared:
+            grads = pending.pop(node, None)
+            if not grads:
+                continue
+            for nr, g in grads.items():
+                if (node, nr) in self.targets:
+                    results[(node, nr)] = g
+            edges = self.children[node]
+            wanted = [c in self.needed for c, _ in edges]
+            if not any(wanted) or 0 not in grads:
+                continue
+            outputs = _HANDLERS[type(node).__name__](node, grads[0], wanted, edges)
+            for (child, nr), want, g in zip(edges, wanted, outputs):
+                if want and g is not None:
+                    slot_grads = pending.setdefault(child, {})
+                    slot_grads[nr] = g if nr not in slot_grads else slot_grads[nr] + g
+
+
+def _popcount(x: int) -> int:
+    return bin(x).count("1")
+
+
+def _is_target_only(node, edges, needed) -> bool:
+    """A shared node none of whose edges leads to a requested slot (e.g. an accumulator, or a
+    requested linear output whose layer input needs no gradient): nothing to compute through it."""
+    return not any(c in needed for c, _ in edges)
+
+
+def _stack_rows(per_task: dict[int, torch.Tensor], K: int) -> torch.Tensor:
+    some = next(iter(per_task.values()))
+    if len(per_task) == K:
+        return torch.stack([per_task[k] for k in range(K)])
+    out = some.new_zeros((K, *some.shape))
+    for k, g in per_task.items():
+        out[k] = g
+    return out
+
+
+def _shape(edge: tuple[object, int]) -> tuple[int, ...]:
+    child, nr = edge
+    return tuple(child._input_metadata[nr].shape)
+
+
+def _reduce_to(g: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Sum the (K, *broadcast shape) gradient ``g`` down to (K, *shape) (undoing broadcasting)."""
+    lead = g.dim() - 1 - len(shape)
+    if lead > 0:
+        g = g.sum(dim=tuple(range(1, 1 + lead)))
+    dims = tuple(i + 1 for i, n in enumerate(shape) if n == 1 and g.shape[i + 1] != 1)
+    return g.sum(dim=dims, keepdim=True) if dims else g
+
+
+# ------------------------------------------------------------------------------ node rules
+# each: (node, gradient at its output (K, *out), which edges are wanted, edges) -> gradient per edge
+def _addmm(node, g, wanted, edges):
+    alpha, beta = node._saved_alpha, node._saved_beta
+    out: list[torch.Tensor | None] = [None, None, None]
+    if wanted[0]:
+        out[0] = _reduce_to(g if beta == 1 else g * beta, _shape(edges[0]))
+    if wanted[1]:
+        grad = torch.matmul(g, node._saved_mat2.transpose(0, 1))
+        out[1] = grad if alpha == 1 else grad * alpha
+    if wanted[2]:
+        grad = _weight_grad(node._saved_mat1, g, edges[2])
+        out[2] = grad if alpha == 1 else grad * alpha
+    return out
+
+
+def _mm(node, g, wanted, edges):
+    out: list[torch.Tensor | None] = [None, None]
+    if wanted[0]:
+        out[0] = torch.matmul(g, node._saved_mat2.transpose(0, 1))
+    if wanted[1]:
+        out[1] = _weight_grad(node._saved_self, g, edges[1])
+    return out
+
+
+def _weight_grad(X: torch.Tensor, g: torch.Tensor, edge: tuple[object, int]) -> torch.Tensor:
+    """The K products Xᵀ g_k (K, in, out). When they go on through a transpose to the weight (nn.Linear
+    stores W as (out, in)), they are formed as g_kᵀ X, so that the weight's gradient is contiguous."""
+    if type(edge[0]).__name__ == "TBackward0":
+        return torch.matmul(g.transpose(1, 2), X).transpose(1, 2)
+    return torch.matmul(X.transpose(0, 1), g)
+
+
+def _t(node, g, wanted, edges):
+    return [g.transpose(-2, -1) if g.dim() == 3 else g]
+
+
+def _relu(node, g, wanted, edges):
+    return [torch.ops.aten.threshold_backward(g, node._saved_result, 0)]
+
+
+def _tanh(node, g, wanted, edges):
+    return [torch.ops.aten.tanh_backward(g, node._saved_result)]
+
+
+def _sigmoid(node, g, wanted, edges):
+    return [torch.ops.aten.sigmoid_backward(g, node._saved_result)]
+
+
+def _mul(node, g, wanted, edges):
+    out: list[torch.Tensor | None] = [None, None]
+    if wanted[0]:
+        out[0] = _reduce_to(g * node._saved_other, _shape(edges[0]))
+    if wanted[1]:
+        out[1] = _reduce_to(g * node._saved_self, _shape(edges[1]))
+    return out
+
+
+_HANDLERS: dict[str, Callable] = {
+    "AddmmBackward0": _addmm,
+    "MmBackward0": _mm,
+    "TBackward0": _t,
+    "ReluBackward0": _relu,
+    "TanhBackward0": _tanh,
+    "SigmoidBackward0": _sigmoid,
+    "MulBackward0": _mul,
+}

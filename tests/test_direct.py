@@ -1,0 +1,173 @@
+"""The direct per-task gradient engine (polytask.balancing.direct) against autograd's vmapped backward."""
+
+import pytest
+import torch
+from torch import nn
+
+import polytask as pt
+from polytask.balancing import direct
+from polytask.balancing import jacobian as jac
+from polytask.errors import PolytaskError
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _both(losses, inputs, must_use=0):
+    """Per-task gradients from the direct engine and from the vmapped backward, on the same graph."""
+    d, used = jac.task_gradients(losses, inputs, "direct", retain_graph=True, must_use=must_use)
+    b, _ = jac.task_gradients(losses, inputs, "batched", retain_graph=True, must_use=must_use)
+    assert used == "direct"
+    return d, b
+
+
+def _assert_same(d, b):
+    for x, y in zip(d, b):
+        assert x.shape == y.shape
+        assert torch.allclose(x, y, atol=1e-12, rtol=1e-10), (x - y).abs().max()
+
+
+def _mlp(activation, bias=True, dropout=0.0):
+    layers = [nn.Linear(6, 9, bias=bias), activation(), nn.Linear(9, 7, bias=bias), activation()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh, nn.Sigmoid])
+@pytest.mark.parametrize("bias", [True, False])
+def test_direct_equals_vmap_on_mlps(activation, bias):
+    torch.manual_seed(0)
+    trunk = _mlp(activation, bias)
+    heads = nn.ModuleList(nn.Sequential(nn.Linear(7, 5), nn.Tanh(), nn.Linear(5, 1)) for _ in range(3))
+    z = trunk(torch.randn(8, 6))
+    losses = torch.stack([(h(z)[:, 0] - k).pow(2).mean() for k, h in enumerate(heads)])
+    _assert_same(*_both(losses, [*trunk.parameters(), *heads.parameters()]))
+
+
+def test_direct_handles_dropout_matmul_and_scaled_addmm():
+    torch.manual_seed(1)
+    trunk = _mlp(nn.ReLU, dropout=0.3).train()
+    W = nn.Parameter(torch.randn(7, 4))  # used as x @ W (no transpose)
+    b = nn.Parameter(torch.randn(4))
+    z = trunk(torch.randn(8, 6))
+    h = torch.relu(torch.addmm(b, z @ torch.eye(7), W, beta=0.5, alpha=2.0))
+    losses = torch.stack([h[:, k].pow(2).mean() for k in range(3)])
+    _assert_same(*_both(losses, [*trunk.parameters(), W, b]))
+
+
+def test_direct_rows_of_parameters_one_task_reaches_and_a_head_two_tasks_share():
+    torch.manual_seed(2)
+    trunk = _mlp(nn.ReLU)
+    shared_head = nn.Linear(7, 1)  # both tasks read the same head: it belongs to the shared part
+    only_first = nn.Parameter(torch.randn(1))  # a parameter only task 0 uses
+    out = shared_head(trunk(torch.randn(8, 6)))
+    losses = torch.stack([(out * only_first - 1).pow(2).mean(), (out + 2).abs().mean()])
+    inputs = [*trunk.parameters(), *shared_head.parameters(), only_first]
+    d, b = _both(losses, inputs)
+    _assert_same(d, b)
+    assert d[-1][1].abs().max() == 0 and d[-1][0].abs().max() > 0  # task 1's row of only_first is zero
+
+
+def test_direct_declines_a_tensor_read_by_one_task_and_by_layers_shared_by_others():
+    """Task 0's head and a head shared by tasks 1, 2 both read z: the heads cannot hand their gradients
+    over at z without running the shared head in the first backward; the vmapped engine is used."""
+    torch.manual_seed(2)
+    trunk, head0, shared_head = _mlp(nn.ReLU), nn.Linear(7, 1), nn.Linear(7, 1)
+    z = trunk(torch.randn(8, 6))
+    out = shared_head(z)
+    losses = torch.stack([head0(z).pow(2).mean(), (out - 1).pow(2).mean(), (out + 2).abs().mean()])
+    inputs = [*trunk.parameters(), *head0.parameters(), *shared_head.parameters()]
+    assert direct.per_task_gradients(jac._task_outputs(losses), inputs, True) is None
+    with pytest.raises(PolytaskError, match="direct gradient engine does not handle"):
+        jac.task_gradients(losses, inputs, "direct", retain_graph=True)
+
+
+def test_direct_gradient_of_the_representation_and_a_constant_loss():
+    torch.manual_seed(3)
+    trunk = _mlp(nn.ReLU)
+    heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(2))
+    z = trunk(torch.randn(8, 6))
+    losses = torch.stack([heads[0](z).pow(2).mean(), heads[1](z).abs().mean(), torch.tensor(0.5)])
+    d, b = _both(losses, [z, *heads.parameters()], must_use=1)
+    _assert_same(d, b)
+    assert d[0][2].abs().max() == 0
+
+
+def test_direct_factored_gramian_and_update_equal_the_per_parameter_route():
+    torch.manual_seed(4)
+    trunk = nn.Sequential(nn.Linear(6, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU())
+    heads = nn.ModuleList(nn.Linear(40, 1) for _ in range(3))
+    x, w = torch.randn(8, 6), torch.tensor([0.2, 0.5, 0.3])
+
+    def jacobian(engine, factored):
+        z = trunk(x)
+        losses = torch.stack([(h(z)[:, 0] - k).pow(2).mean() for k, h in enumerate(heads)])
+        return jac.task_jacobian(losses, list(trunk.parameters()), list(heads.parameters()), engine, factored)
+
+    J0, h0, _ = jacobian("batched", "never")
+    J1, h1, used = jacobian("direct", "always")
+    assert used == "direct" and J1.factored
+    assert torch.allclose(J0.gramian(), J1.gramian(), rtol=1e-10)
+    _assert_same(J1.combine(w), J0.combine(w))
+    _assert_same(h1, h0)
+
+
+def test_direct_declines_graphs_it_does_not_handle():
+    torch.manual_seed(5)
+    norm_trunk = nn.Sequential(nn.Linear(6, 7), nn.LayerNorm(7))  # LayerNorm: not a handled node
+    z = norm_trunk(torch.randn(8, 6))
+    losses = torch.stack([z[:, k].pow(2).mean() for k in range(3)])
+    params = list(norm_trunk.parameters())
+    assert direct.per_task_gradients(jac._task_outputs(losses), params, True) is None
+    with pytest.raises(PolytaskError, match="direct gradient engine does not handle"):
+        jac.task_gradients(losses, params, "direct", retain_graph=True)
+    grads, _ = jac.task_gradients(losses, params, "batched", retain_graph=True)
+    _assert_same(grads, jac.task_gradients(losses, params, "loop")[0])
+    # z feeds the heads and a shared layer: the heads' gradients cannot be handed over at z alone
+    trunk, mix = _mlp(nn.ReLU), nn.Linear(7, 7)
+    z = trunk(torch.randn(8, 6))
+    m = mix(z)
+    losses = torch.stack([(z[:, 0] + m[:, 1]).pow(2).mean(), (z[:, 2] * m[:, 3]).mean()])
+    inputs = [*trunk.parameters(), *mix.parameters()]
+    assert direct.per_task_gradients(jac._task_outputs(losses), inputs, True) is None
+    # losses that are not a stack of scalars
+    z = trunk(torch.randn(8, 6))
+    assert jac._direct(z[:, :3].pow(2).mean(0), list(trunk.parameters()), True, 0) is None
+
+
+def test_direct_traverses_each_head_once():
+    torch.manual_seed(6)
+    trunk = _mlp(nn.ReLU)
+    heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(4))
+    z = trunk(torch.randn(8, 6))
+    outs = [h(z) for h in heads]
+    calls = []
+    for o in outs:
+        o.grad_fn.register_hook(lambda gi, go: calls.append(1))
+    losses = torch.stack([o.pow(2).mean() for o in outs])
+    jac.task_gradients(losses, list(trunk.parameters()) + list(heads.parameters()), "direct")
+    assert len(calls) == 4  # one backward per head; the vmapped engine runs every head for all 4 rows
+
+
+def test_balancers_take_the_same_step_with_the_direct_engine():
+    torch.manual_seed(7)
+    for method in ("mgda", "upgrad", "pcgrad", "imtl", "graddrop", "mgda_ub"):
+        steps = []
+        for engine in ("direct", "batched"):
+            torch.manual_seed(8)
+            trunk = _mlp(nn.ReLU)
+            heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(3))
+            z = trunk(torch.randn(8, 6))
+            losses = torch.stack([(h(z)[:, 0] - k).pow(2).mean() for k, h in enumerate(heads)])
+            balancer = pt.balancing.create(method, tasks=3, engine=engine)
+            torch.manual_seed(9)
+            balancer.backward(losses, list(trunk.parameters()), representation=z)
+            assert balancer.engine_used == engine
+            steps.append([p.grad.clone() for p in [*trunk.parameters(), *heads.parameters()]])
+        _assert_same(*steps)
