@@ -9,11 +9,12 @@ outputs are float64 NumPy arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from polytask.balancing import solvers
+from polytask.balancing import small, solvers
 from polytask.errors import PolytaskError, SolverError
 
 MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
@@ -21,11 +22,12 @@ MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 def mgda_normalizers(G: np.ndarray, losses: np.ndarray, normalization: str = "none") -> np.ndarray:
     """Sener & Koltun's gradient normalisers n_k: 1 (none), ‖g_k‖ (l2), L_k (loss), L_k ‖g_k‖ (loss+)."""
-    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
-    table = {"none": np.ones_like(norms), "l2": norms, "loss": losses, "loss+": losses * norms}
-    if normalization not in table:
+    if normalization not in MGDA_NORMALIZATIONS:
         raise PolytaskError(f"mgda: normalization must be one of {MGDA_NORMALIZATIONS}, got {normalization!r}")
-    n = np.asarray(table[normalization], dtype=np.float64)
+    if normalization == "none":
+        return np.ones(G.shape[0])
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    n = np.asarray({"l2": norms, "loss": losses, "loss+": losses * norms}[normalization], dtype=np.float64)
     return np.where(n > 0, n, 1.0)
 
 
@@ -35,12 +37,12 @@ def mgda_weights(G: np.ndarray, normalizers: np.ndarray | None = None, solver: s
     closed form either way. As in the reference code, the weights found on the
     normalised gradients g_k/n_k are applied to the raw losses: d = Σ_k w_k g_k (with n = 1, d is the
     min-norm element of the convex hull and J d ≥ ‖d‖² ≥ 0)."""
-    n = np.ones(G.shape[0]) if normalizers is None else np.asarray(normalizers, dtype=np.float64)
-    Gn = G / np.outer(n, n)
+    n = None if normalizers is None else np.asarray(normalizers, dtype=np.float64)
+    Gn = G if n is None or (n == 1).all() else G / np.outer(n, n)
     if solver == "frank_wolfe":
         return solvers.min_norm_frank_wolfe(Gn)
     if solver == "active_set":
-        return solvers.box_qp(Gn, np.zeros(len(n)), simplex=True)
+        return solvers.box_qp(Gn, np.zeros(G.shape[0]), simplex=True)
     raise PolytaskError(f"mgda: solver must be 'frank_wolfe' or 'active_set', got {solver!r}")
 
 
@@ -201,6 +203,9 @@ def upgrad_weights(
         trace = float(np.trace(G))
         Gn = (np.zeros_like(G) if trace <= norm_eps else G / trace) + reg_eps * np.eye(K)
         return u @ _dual_cone_weights(Gn, np.ones(K))
+    fast = _upgrad_small(G, u)
+    if fast is not None:
+        return fast
     norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
     active = norms > 1e-150
     n = np.where(active, norms, 1.0)
@@ -212,6 +217,28 @@ def upgrad_weights(
     W[:, ~active] = 0.0
     W[~active, :] = np.eye(K)[~active]
     return u @ W
+
+
+def _upgrad_small(G: np.ndarray, u: np.ndarray) -> np.ndarray | None:
+    """:func:`upgrad_weights` (paper definition) on Python floats for K ≤ small.MAX_K tasks, all with a
+    non-zero gradient; None otherwise, or where a projection needs the least-squares path."""
+    K = G.shape[0]
+    if K > small.MAX_K:
+        return None
+    g = G.tolist()
+    norms = [math.sqrt(max(g[i][i], 0.0)) for i in range(K)]
+    if min(norms) <= 1e-150:
+        return None
+    C2 = [[2.0 * g[i][j] / (norms[i] * norms[j]) for j in range(K)] for i in range(K)]
+    w = [0.0] * K
+    for i, ui in enumerate(u.tolist()):
+        x = small.box_qp(C2, [row[i] for row in C2], False, 1e-10, 200)
+        if x is None:
+            return None
+        x[i] += 1.0
+        for j in range(K):  # w^(i) = N⁻¹ ‖g_i‖ (e_i + x)
+            w[j] += ui * norms[i] * x[j] / norms[j]
+    return np.array(w)
 
 
 def _dual_cone_weights(C: np.ndarray, row_scale: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from polytask.balancing import small
 from polytask.errors import SolverError
 
 
@@ -65,7 +66,16 @@ def box_qp(Q: np.ndarray, q: np.ndarray, simplex: bool = False, tol: float = 1e-
     Primal active-set method (Lawson & Hanson 1974 generalised to a quadratic objective): grow the free
     set by the most violated KKT condition, solve the equality-constrained problem on it, and step back
     to feasibility when a free variable would turn negative. Finite termination; singular Q is handled by
-    least squares on the free set."""
+    least squares on the free set. For K ≤ 8 the same steps run on Python floats
+    (:func:`polytask.balancing.small.box_qp`) unless a singular system needs the least-squares path."""
+    if Q.shape[0] <= small.MAX_K:
+        fast = small.box_qp(Q.tolist(), q.tolist(), simplex, tol, max_iter)
+        if fast is not None:
+            return np.array(fast)
+    return _box_qp_numpy(Q, q, simplex, tol, max_iter)
+
+
+def _box_qp_numpy(Q: np.ndarray, q: np.ndarray, simplex: bool, tol: float, max_iter: int) -> np.ndarray:
     K = Q.shape[0]
     scale = max(float(np.trace(Q)) / K, 1e-300)
     Qs, qs = Q / scale, q / scale  # scale-free tolerances
@@ -149,6 +159,18 @@ def nash_bargaining(G: np.ndarray, max_iter: int = 100, tol: float = 1e-9) -> np
     if not np.isfinite(s) or s <= 0:
         raise SolverError("nash_bargaining: the Gram matrix is zero or not finite")
     A = G / s
+    if K <= small.MAX_K:  # the same Newton steps on Python floats
+        try:
+            fast = small.nash_bargaining(A.tolist(), max_iter, tol)
+        except (ValueError, OverflowError, ZeroDivisionError):
+            fast = None
+        if fast is not None:
+            return np.array(fast) / np.sqrt(s)
+    return _nash_numpy(A, max_iter, tol) / np.sqrt(s)
+
+
+def _nash_numpy(A: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
+    K = A.shape[0]
     w = np.ones(K) / np.sqrt(max(float(A.sum()) / K, 1e-12))
 
     def f(v: np.ndarray) -> float:
@@ -158,7 +180,7 @@ def nash_bargaining(G: np.ndarray, max_iter: int = 100, tol: float = 1e-9) -> np
     for _ in range(max_iter):
         grad = A @ w - 1.0 / w
         if np.abs(grad * w).max() < tol:  # relative residual of G w = 1/w
-            return w / np.sqrt(s)
+            return w
         if w.max() > 1e8:  # diverging: f is unbounded below
             break
         try:
