@@ -70,3 +70,66 @@ def test_upgrad_on_lists_equals_the_numpy_projections(monkeypatch):
     monkeypatch.undo()
     J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
     assert np.allclose(gw._upgrad_small(J @ J.T, np.full(2, 0.5)), [10 / 9, 30 / 38], rtol=1e-12)
+
+
+@pytest.mark.parametrize("weighting", [gw.nash_mtl_weights, gw.imtl_g_weights])
+def test_cosine_based_weightings_on_lists_equal_their_numpy_versions(monkeypatch, weighting):
+    rng = np.random.default_rng(4)
+    cases = [_gram(rng, K, scales=10.0 ** rng.uniform(-8, 8, size=K)) for K in range(2, 9) for _ in range(10)]
+    fast = [weighting(G) for G in cases]
+    monkeypatch.setattr(gw, "_cosines_small", lambda G: None)
+    for G, w in zip(cases, fast):
+        assert np.allclose(w, weighting(G), rtol=1e-7, atol=0)
+
+
+def _slsqp(G, c):
+    """CAGrad's dual by SciPy's SLSQP alone (the reference implementation's solver)."""
+    from scipy.optimize import minimize
+
+    K = G.shape[0]
+    A = G / (np.trace(G) / K)
+    b, s = A.mean(axis=1), c * np.sqrt(A.mean())
+    res = minimize(
+        lambda w: float(w @ b + s * np.sqrt(w @ A @ w)),
+        np.full(K, 1.0 / K),
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * K,
+        constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0},),
+        options={"ftol": 1e-12, "maxiter": 500},
+    )
+    return res.x, A, b, s
+
+
+def _cagrad_objective(w, A, b, s):
+    return w @ b + s * np.sqrt(w @ A @ w)
+
+
+def test_cagrad_dual_newton_reaches_the_slsqp_minimum_and_its_kkt_conditions():
+    rng = np.random.default_rng(5)
+    solved = 0
+    for K in range(2, 9):
+        for c in (0.1, 0.4, 0.8):
+            for _ in range(15):
+                G = _gram(rng, K, scales=10.0 ** rng.uniform(-2, 2, size=K))
+                ref, A, b, s = _slsqp(G, c)
+                w = small.cagrad_dual(A.tolist(), b.tolist(), float(s))
+                if w is None:
+                    continue
+                solved += 1
+                w = np.array(w)
+                assert w.min() >= 0 and abs(w.sum() - 1) < 1e-12
+                assert _cagrad_objective(w, A, b, s) <= _cagrad_objective(ref, A, b, s) + 1e-10
+                grad = b + s * A @ w / np.sqrt(w @ A @ w)
+                lam = grad[w > 1e-9].mean()
+                assert np.all(grad >= lam - 1e-7) and np.allclose(grad[w > 1e-9], lam, atol=1e-7)
+                assert np.allclose(solvers.cagrad_dual(G, c), w)
+    assert solved > 300
+
+
+def test_cagrad_dual_hands_singular_problems_to_slsqp():
+    J = np.array([[1.0, 2.0, 0.0], [-2.0, -4.0, 0.0], [0.0, 1.0, 1.0]])  # g_2 = −2 g_1: G is singular
+    G = J @ J.T
+    A = G / (np.trace(G) / 3)
+    assert small.cagrad_dual(A.tolist(), A.mean(axis=1).tolist(), 0.4 * np.sqrt(A.mean())) is None
+    w = solvers.cagrad_dual(G, 0.4)
+    assert w.min() >= 0 and abs(w.sum() - 1) < 1e-9

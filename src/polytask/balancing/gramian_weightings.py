@@ -87,6 +87,12 @@ def nash_mtl_weights(G: np.ndarray) -> np.ndarray:
     tasks are scaled. Tasks whose gradient is exactly zero cannot bargain (their w_k would be infinite)
     and are left out; they get the mean weight of the others (their gradient adds nothing to d)."""
     K = G.shape[0]
+    cosines = _cosines_small(G)
+    if cosines is not None:  # K ≤ small.MAX_K, no zero gradient: the same Newton on Python floats
+        C, norms = cosines
+        u = small.nash_bargaining(C, 100, 1e-9) if _finite(C) else None
+        if u is not None:
+            return np.array([a / n for a, n in zip(u, norms)])
     norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
     active = norms > 1e-150
     if not active.any():
@@ -110,6 +116,15 @@ def imtl_g_weights(G: np.ndarray) -> np.ndarray:
     w_k = (C⁻¹1)_k/‖g_k‖ normalised to Σ w_k = 1 (least squares when C is singular). Tasks with a zero
     gradient have no direction and get weight 0."""
     K = G.shape[0]
+    cosines = _cosines_small(G) if K > 1 else None
+    if cosines is not None:  # K ≤ small.MAX_K, no zero gradient: solve C a = 1 on Python floats
+        C, norms = cosines
+        a = small.solve(C, [1.0] * K)
+        if a is not None:
+            raw = [x / n for x, n in zip(a, norms)]
+            total = sum(raw)
+            if math.isfinite(total) and abs(total) >= 1e-300:
+                return np.array([r / total for r in raw])
     norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
     active = norms > 1e-150
     if active.sum() <= 1:
@@ -219,17 +234,32 @@ def upgrad_weights(
     return u @ W
 
 
-def _upgrad_small(G: np.ndarray, u: np.ndarray) -> np.ndarray | None:
-    """:func:`upgrad_weights` (paper definition) on Python floats for K ≤ small.MAX_K tasks, all with a
-    non-zero gradient; None otherwise, or where a projection needs the least-squares path."""
+def _cosines_small(G: np.ndarray) -> tuple[list[list[float]], list[float]] | None:
+    """(cosine matrix C = N⁻¹GN⁻¹, norms ‖g_k‖) as Python lists when K ≤ small.MAX_K and no task's
+    gradient is zero; else None (the NumPy paths handle zero gradients)."""
     K = G.shape[0]
     if K > small.MAX_K:
         return None
     g = G.tolist()
     norms = [math.sqrt(max(g[i][i], 0.0)) for i in range(K)]
-    if min(norms) <= 1e-150:
+    if not min(norms) > 1e-150 or not math.isfinite(max(norms)):
         return None
-    C2 = [[2.0 * g[i][j] / (norms[i] * norms[j]) for j in range(K)] for i in range(K)]
+    return [[g[i][j] / (norms[i] * norms[j]) for j in range(K)] for i in range(K)], norms
+
+
+def _finite(C: list[list[float]]) -> bool:
+    return all(math.isfinite(v) for row in C for v in row)
+
+
+def _upgrad_small(G: np.ndarray, u: np.ndarray) -> np.ndarray | None:
+    """:func:`upgrad_weights` (paper definition) on Python floats for K ≤ small.MAX_K tasks, all with a
+    non-zero gradient; None otherwise, or where a projection needs the least-squares path."""
+    cosines = _cosines_small(G)
+    if cosines is None:
+        return None
+    C, norms = cosines
+    K = len(norms)
+    C2 = [[2.0 * v for v in row] for row in C]
     w = [0.0] * K
     for i, ui in enumerate(u.tolist()):
         x = small.box_qp(C2, [row[i] for row in C2], False, 1e-10, 200)

@@ -163,3 +163,79 @@ def nash_bargaining(A: Matrix, max_iter: int, tol: float) -> list[float] | None:
             t *= 0.5
         w, value = cand, new
     return None
+
+
+def cagrad_dual(A: Matrix, b: list[float], s: float, max_iter: int = 100) -> list[float] | None:
+    """CAGrad's dual min_{w ∈ Δ} bᵀw + s √(wᵀAw) (A = G scaled, b = A1/K, s = √φ scaled) by an active-set
+    Newton method from the uniform point: Newton steps with Armijo backtracking on the current face of
+    the simplex (the equality Σw = 1 by its KKT system), a step that reaches the face's boundary drops
+    that task, and a task whose gradient entry is below the face's multiplier joins. The minimiser to
+    round-off, or None (singular Newton system, ‖Jᵀw‖ near 0 where the objective is not smooth, no
+    convergence) so that the caller uses SLSQP."""
+    K = len(b)
+    w = [1.0 / K] * K
+    free = list(range(K))
+    floor = 1e-10 * math.sqrt(max(max(A[i][i] for i in range(K)), 1e-300))
+
+    def value(v: list[float]) -> float | None:
+        rho2 = dot(v, matvec(A, v))
+        return None if rho2 <= floor * floor else dot(b, v) + s * math.sqrt(rho2)
+
+    current = value(w)
+    for _ in range(max_iter):
+        if current is None:
+            return None
+        Aw = matvec(A, w)
+        rho = math.sqrt(dot(w, Aw))
+        grad = [bi + s * a / rho for bi, a in zip(b, Aw)]
+        m = len(free)
+        kkt = [
+            [s * (A[i][j] / rho - Aw[i] * Aw[j] / rho**3) for j in free] + [1.0] for i in free
+        ] + [[*([1.0] * m), 0.0]]
+        sol = solve(kkt, [*(-grad[i] for i in free), 0.0])
+        if sol is None:
+            return None
+        step = sol[:m]
+        decrement = -sum(grad[i] * d for i, d in zip(free, step))
+        lam = sum(grad[i] for i in free) / m
+        if decrement <= 1e-15 * (1.0 + abs(current)):  # optimal on this face: does a task want in?
+            if max(abs(grad[i] - lam) for i in free) > 1e-8 * (1.0 + max(abs(g) for g in grad)):
+                return None  # a tiny Newton decrement away from the optimum: the kink at Jᵀw = 0 is near
+            outside = [i for i in range(K) if i not in free and grad[i] < lam - 1e-12 * (1.0 + abs(lam))]
+            if not outside:
+                return [max(v, 0.0) for v in w]
+            # the entering task: a backtracking step towards its vertex (slope grad_j − gradᵀw < 0), so that
+            # it starts the next Newton steps inside the face
+            j = min(outside, key=lambda i: grad[i])
+            slope, t = grad[j] - dot(grad, w), 1.0
+            while True:
+                cand = [(1.0 - t) * v for v in w]
+                cand[j] += t
+                new = value(cand)
+                if new is not None and new <= current + 1e-4 * t * slope:
+                    break
+                t *= 0.5
+                if t < 1e-12:
+                    return None
+            free.append(j)
+            w, current = cand, new
+            continue
+        limits = [(-w[i] / d, i) for i, d in zip(free, step) if d < 0]
+        reach = min(limits)[0] if limits else math.inf
+        t = min(1.0, reach)
+        while True:
+            cand = list(w)
+            for i, d in zip(free, step):
+                cand[i] += t * d
+            new = value(cand)
+            if new is not None and new <= current - 1e-4 * t * decrement:
+                break
+            t *= 0.5
+            if t < 1e-12:
+                return None
+        if t == reach:  # the step reached the boundary: the blocking task leaves the face
+            blocking = min(limits)[1]
+            cand[blocking] = 0.0
+            free.remove(blocking)
+        w, current = cand, new
+    return None
