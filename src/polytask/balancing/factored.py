@@ -107,10 +107,11 @@ class FactoredLinear:
             S += 1.0
         K = deltas.shape[0]
         flat = deltas.reshape(K, -1)
-        G = torch.empty(K, K, dtype=dtype, device=deltas.device)
-        for j in range(K):  # column j: <δ_k, S δ_j> for all k (no stacked copy of the K products)
-            G[:, j] = flat @ (S @ deltas[j]).reshape(-1)
+        G = torch.zeros(K, K, dtype=dtype, device=deltas.device)
+        for j in range(K):  # column j below the diagonal: <δ_k, S δ_j>, k ≥ j (no stacked copy of the products)
+            G[j:, j] = flat[j:] @ (S @ deltas[j]).reshape(-1)
         G = G.double()
+        G = G + G.tril(-1).T  # S is symmetric, so G is
         return G / world**2 if world > 1 else G
 
     def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
