@@ -17,6 +17,8 @@ METHODS = ["ew", "gls", "uw", "mgda", "mgda_ub", "pcgrad", "upgrad", "cagrad", "
 METHODS += ["aligned_mtl", "gradvac", "graddrop", "gradnorm", "dwa", "lbtw"]
 # the same Gramian methods with every linear layer in factored form (each process's rows gathered)
 FACTORED = ["mgda", "pcgrad", "upgrad", "cagrad", "nash_mtl", "imtl", "imtl_g", "aligned_mtl", "gradvac"]
+# with the direct engine (per-task losses stacked, one backward through the heads)
+DIRECT = ["mgda", "mgda_ub", "pcgrad", "upgrad"]
 TASKS = ["a", "b", "c"]
 STEPS = 2
 
@@ -30,7 +32,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         z = self.encoder(x)
-        return z, torch.stack([h(z)[:, 0] for h in self.heads], dim=1)
+        return z, [h(z)[:, 0] for h in self.heads]
 
 
 def data():
@@ -40,19 +42,22 @@ def data():
     return x, y
 
 
-def run(method, x, y, ddp=False, factored=None):
+def run(method, x, y, ddp=False, factored=None, engine="auto"):
     """Two SGD steps of ``method``; returns the gradients of the second step."""
     torch.manual_seed(0)
-    net = Net(deep=factored is not None)
+    net = Net(deep=factored is not None or engine == "direct")
     model = nn.parallel.DistributedDataParallel(net) if ddp else net
-    options = {} if factored is None else {"factored": factored}
+    options = ({} if engine == "auto" else {"engine": engine}) | ({} if factored is None else {"factored": factored})
     balancer = pt.balancing.create(method, tasks=TASKS, **options)
     opt = torch.optim.SGD(list(net.parameters()) + list(balancer.parameters()), lr=0.05)
     for step in range(STEPS):
         torch.manual_seed(100 + step)  # same random draws (PCGrad orders) on every rank
         opt.zero_grad()
         z, out = model(x)
-        losses = ((out - y) ** 2).mean(dim=0)
+        if engine == "direct":  # a stack of per-task scalars
+            losses = torch.stack([((o - y[:, k]) ** 2).mean() for k, o in enumerate(out)])
+        else:
+            losses = ((torch.stack(out, dim=1) - y) ** 2).mean(dim=0)
         balancer.backward(
             losses,
             shared_params=list(net.encoder.parameters()),
@@ -73,6 +78,7 @@ def worker(rank, world, port, out_dir):
         half = slice(rank * 8, (rank + 1) * 8)
         results = {m: run(m, x[half], y[half], ddp=True) for m in METHODS}
         results.update({f"{m}/factored": run(m, x[half], y[half], True, "always") for m in FACTORED})
+        results.update({f"{m}/direct": run(m, x[half], y[half], True, "auto", "direct") for m in DIRECT})
         # unequal batches (6 and 10 rows): the gathered rows are padded; same step as the dense route
         uneven = slice(0, 6) if rank == 0 else slice(6, 16)
         for mode in ("never", "always"):
@@ -105,3 +111,7 @@ def test_two_process_step_equals_single_process_step_on_the_global_batch(tmp_pat
             assert len(got[f"{method}/factored"]) == len(expected) == 9
             for g, e in zip(got[f"{method}/factored"], expected):
                 assert torch.allclose(g, e, atol=1e-5), (method, "factored", rank, (g - e).abs().max())
+        for method in DIRECT:  # against the single process's batched engine, per-parameter route
+            expected = run(method, x, y, factored="never", engine="batched")
+            for g, e in zip(got[f"{method}/direct"], expected):
+                assert torch.allclose(g, e, atol=1e-5), (method, "direct", rank, (g - e).abs().max())

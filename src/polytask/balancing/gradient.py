@@ -40,7 +40,7 @@ class GradientBalancer(Balancer):
     Subclasses implement :meth:`gram_weights` (G and losses -> weights w, d = Jᵀw) or, for methods that
     are not functions of G, :meth:`aggregate`. Options shared by all: ``rep_grad`` (per-task gradients
     w.r.t. the representation z instead of the shared parameters: MGDA-UB style, cheaper, approximate),
-    ``engine`` (``auto``/``batched``/``loop``, see :func:`~polytask.balancing.jacobian.task_gradients`),
+    ``engine`` (``auto``/``direct``/``batched``/``loop``, see :func:`~polytask.balancing.jacobian.task_gradients`),
     ``factored`` (``auto``: linear layers whose Gram contribution is cheaper from their inputs and output
     gradients than from K weight gradients are held in that form, :mod:`polytask.balancing.factored`;
     ``always``; ``never``: exact either way; under ``torch.distributed`` their rows are gathered from all
