@@ -244,3 +244,28 @@ def test_every_gradient_method_trains_with_the_trainer(method, tiny_data, tmp_pa
     result = trainer.fit()
     assert np.isfinite(result.history[0]["selection_score"]) or result.best_epoch == 1
     assert all(np.isfinite(v) for v in result.history[0]["weights"].values())
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e22])
+def test_nash_mtl_clips_the_shared_update_to_max_norm(scale):
+    """‖d‖ over all shared parameters is clipped to max_norm (1.0, the reference's), direction kept, however
+    the losses are scaled (d = Jᵀw has ‖d‖² = K at the Nash solution)."""
+    torch.manual_seed(0)
+    shared = [torch.nn.Parameter(torch.randn(5, 4)), torch.nn.Parameter(torch.randn(4))]
+    x = torch.randn(6, 5)
+    z = torch.relu(x @ shared[0] + shared[1])
+    losses = torch.stack([scale * z[:, 0].sum(), scale * z[:, 1].sum() + scale * z[:, 2].sum()])
+    free = pt.balancing.create("nash_mtl", tasks=2, max_norm=0.0)
+    free.backward(losses, shared)
+    d = [p.grad.double().clone() for p in shared]
+    for p in shared:
+        p.grad = None
+    z = torch.relu(x @ shared[0] + shared[1])
+    losses = torch.stack([scale * z[:, 0].sum(), scale * z[:, 1].sum() + scale * z[:, 2].sum()])
+    pt.balancing.create("nash_mtl", tasks=2).backward(losses, shared)
+    clipped = [p.grad.double() for p in shared]
+    norm = torch.sqrt(sum((g**2).sum() for g in d))
+    assert norm == pytest.approx(2**0.5, rel=1e-6)  # ‖d‖² = wᵀGw = Σ_k w_k (1/w_k) = K
+    assert torch.sqrt(sum((g**2).sum() for g in clipped)) == pytest.approx(1.0, rel=1e-5)
+    for a, b in zip(clipped, d):
+        assert torch.allclose(a, b / norm, rtol=1e-4, atol=1e-12)

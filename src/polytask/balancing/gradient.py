@@ -359,9 +359,7 @@ class NashMTL(GradientBalancer):
 
     def finalize_shared(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.max_norm > 0:
-            norm = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(u, dtype=torch.float64) for u in update])
-            )
+            norm = _global_norm(update)
             if norm > self.max_norm:
                 for u in update:  # fresh tensors from combine(): scaled in place
                     u.mul_((self.max_norm / norm).to(u.dtype))
@@ -374,6 +372,13 @@ class NashMTL(GradientBalancer):
     def set_extra_state(self, state: Any) -> None:
         self.steps, self.failures = state["steps"], state["failures"]
         self._weights = None if state["weights"] is None else np.asarray(state["weights"], dtype=np.float64)
+
+
+def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """‖concat(tensors)‖: per-tensor norms in the tensors' own precision (a float64 copy of every update
+    cost a pass over memory), combined in float64. Nash-MTL's d has ‖d‖² = wᵀGw = K at its solution, so
+    no square comes near overflowing."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t).double() for t in tensors]))
 
 
 @register("imtl_g")
