@@ -48,8 +48,6 @@ def per_task_gradients(
     if graph.unsupported:
         return None
     captured = graph.run_heads(roots, retain_graph)
-    if captured is None:
-        return None
     results: dict[Slot, torch.Tensor] = {}
     try:
         with torch.no_grad():  # saved tensors such as a weight require grad; the gradients do not
@@ -113,7 +111,7 @@ class _Graph:
             if node in target_nodes or any(c in needed for c, _ in children[node]):
                 needed.add(node)
         self.needed = needed
-        shared = [n for n in order if n in needed and _popcount(reach[n]) > 1]
+        shared = [n for n in order if n in needed and reach[n].bit_count() > 1]
         self.shared = shared
         shared_set = set(shared)
         self.unsupported = any(
@@ -143,7 +141,7 @@ class _Graph:
 
     def run_heads(
         self, roots: Sequence[tuple[GradientEdge, torch.Tensor] | None], retain_graph: bool
-    ) -> dict[Slot, dict[int, torch.Tensor]] | None:
+    ) -> dict[Slot, dict[int, torch.Tensor]]:
         """One backward of Σ_k L_k through the single-task part: the gradients each task hands to the
         shared part (slot -> task -> gradient), and the requested slots of the single-task part."""
         captured: dict[Slot, dict[int, torch.Tensor]] = {}
@@ -206,10 +204,6 @@ class _Graph:
                 if want and g is not None:
                     slot_grads = pending.setdefault(child, {})
                     slot_grads[nr] = g if nr not in slot_grads else slot_grads[nr] + g
-
-
-def _popcount(x: int) -> int:
-    return bin(x).count("1")
 
 
 def _is_target_only(node, edges, needed) -> bool:

@@ -127,6 +127,13 @@ def nash_bargaining(A: Matrix, max_iter: int, tol: float) -> list[float] | None:
     """:func:`polytask.balancing.solvers.nash_bargaining`'s damped Newton on f(w) = ½wᵀAw − Σ log w for
     A already divided by its mean diagonal; the unscaled solution u with A u = 1/u, or None where that
     function would stop (divergence, a singular Newton system, no convergence)."""
+    try:
+        return _nash_newton(A, max_iter, tol)
+    except (ValueError, OverflowError, ZeroDivisionError):  # log or division at a non-positive iterate
+        return None
+
+
+def _nash_newton(A: Matrix, max_iter: int, tol: float) -> list[float] | None:
     K = len(A)
     total = sum(sum(row) for row in A) / K
     w = [1.0 / math.sqrt(max(total, 1e-12))] * K

@@ -160,10 +160,7 @@ def nash_bargaining(G: np.ndarray, max_iter: int = 100, tol: float = 1e-9) -> np
         raise SolverError("nash_bargaining: the Gram matrix is zero or not finite")
     A = G / s
     if K <= small.MAX_K:  # the same Newton steps on Python floats
-        try:
-            fast = small.nash_bargaining(A.tolist(), max_iter, tol)
-        except (ValueError, OverflowError, ZeroDivisionError):
-            fast = None
+        fast = small.nash_bargaining(A.tolist(), max_iter, tol)
         if fast is not None:
             return np.array(fast) / np.sqrt(s)
     return _nash_numpy(A, max_iter, tol) / np.sqrt(s)
