@@ -269,3 +269,15 @@ def test_nash_mtl_clips_the_shared_update_to_max_norm(scale):
     assert torch.sqrt(sum((g**2).sum() for g in clipped)) == pytest.approx(1.0, rel=1e-5)
     for a, b in zip(clipped, d):
         assert torch.allclose(a, b / norm, rtol=1e-4, atol=1e-12)
+
+
+def test_non_finite_per_task_gradients_raise_a_clear_error():
+    """Finite losses whose gradients are NaN (√(h²) at h = 0: the loss is 0, its derivative 0/0) give an
+    error naming the problem, not weights silently computed from a NaN Gram matrix."""
+    layer = torch.nn.Linear(4, 3)
+    h = layer(torch.randn(6, 4)) * 0.0
+    z = torch.sqrt(h * h)
+    losses = torch.stack([z[:, k].sum() for k in range(3)])
+    assert torch.isfinite(losses).all()
+    with pytest.raises(pt.NonFiniteGradientError, match="NaN or inf"):
+        pt.balancing.create("mgda", tasks=3).backward(losses, list(layer.parameters()))

@@ -11,6 +11,7 @@ from polytask import balancing, data, features, metrics, models
 from polytask.errors import (
     CheckpointError,
     ConfigError,
+    NonFiniteGradientError,
     NonFiniteLossError,
     PolytaskError,
     SolverError,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "NonFiniteGradientError",
     "NonFiniteLossError",
     "PolytaskError",
     "SolverError",

@@ -33,6 +33,10 @@ class NonFiniteLossError(PolytaskError, FloatingPointError):
         super().__init__(f"non-finite loss for task(s) {', '.join(tasks)}{suffix}")
 
 
+class NonFiniteGradientError(PolytaskError, FloatingPointError):
+    """Per-task gradients became NaN or infinite although the losses are finite."""
+
+
 class CheckpointError(PolytaskError):
     """A checkpoint that is missing, unreadable or incompatible."""
 

@@ -35,7 +35,7 @@ from torch.autograd.graph import GradientEdge
 
 from polytask.balancing import direct
 from polytask.balancing import factored as fac
-from polytask.errors import PolytaskError
+from polytask.errors import NonFiniteGradientError, PolytaskError
 
 ENGINES = ("auto", "direct", "batched", "loop")
 
@@ -239,6 +239,11 @@ class TaskJacobian:
         G = self._gramian(None)
         if not torch.isfinite(G).all():
             G = self._gramian(torch.float64)
+            if not torch.isfinite(G).all():
+                raise NonFiniteGradientError(
+                    "the per-task gradients hold NaN or inf (their Gram matrix is not finite although the "
+                    "losses are): check the model's parameters and the inputs of this batch"
+                )
         if self.row_scale is not None:
             s = self.row_scale.to(G)
             G = G * torch.outer(s, s)
