@@ -15,11 +15,10 @@ profiler's allocation events; the CPU allocator has no peak counter).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
+import timing
 import torch
 from torch import nn
 
@@ -211,17 +210,7 @@ def peak_step_memory(step: Callable[[], None]) -> int:
 
 
 def measure(steps_by_name: dict[str, Callable[[], None]], steps: int, rounds: int) -> dict[str, float]:
-    for step in steps_by_name.values():  # warm-up
-        for _ in range(3):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
-    for _ in range(rounds):
-        for name, step in steps_by_name.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            times[name].append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(v) for name, v in times.items()}
+    return timing.measure(steps_by_name, steps, rounds, warmup=3)
 
 
 def main() -> None:

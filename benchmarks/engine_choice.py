@@ -14,12 +14,11 @@ multidigits for hps_mlp / hps_cnn, scenes (32x32) for the dense designs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
+from timing import measure
 
 import polytask as pt
 
@@ -47,19 +46,6 @@ def make_step(arch: str, data, method: str, engine: str, batch: int) -> Callable
         opt.step()
 
     return step
-
-
-def measure(steps: dict, n: int, rounds: int) -> dict:
-    for step in steps.values():
-        step()
-    times: dict = {key: [] for key in steps}
-    for _ in range(rounds):
-        for key, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(n):
-                step()
-            times[key].append((time.perf_counter() - start) / n)
-    return {key: statistics.median(v) for key, v in times.items()}
 
 
 def main() -> None:

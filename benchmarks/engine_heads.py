@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
-import time
 import warnings
 
 import torch
+from timing import measure
 from torch import nn
 
 import polytask as pt
@@ -64,17 +63,8 @@ def main() -> None:
         for hidden in map(int, args.hidden.split(",")):
             steps = {"ew": make_step(n_tasks, hidden, "ew", "auto")}
             steps.update({e: make_step(n_tasks, hidden, args.method, e) for e in ENGINES})
-            times: dict[str, list[float]] = {k: [] for k in steps}
-            for step in steps.values():
-                step()
-            for _ in range(args.rounds):
-                for key, step in steps.items():
-                    start = time.perf_counter()
-                    for _ in range(args.steps):
-                        step()
-                    times[key].append((time.perf_counter() - start) / args.steps)
-            base = statistics.median(times["ew"])
-            ratios = " ".join(f"{statistics.median(times[e]) / base:8.2f}" for e in ENGINES)
+            times = measure(steps, args.steps, args.rounds)
+            ratios = " ".join(f"{times[e] / times['ew']:8.2f}" for e in ENGINES)
             print(f"{n_tasks:3d} {hidden or '-':>11} {ratios}")
 
 
