@@ -135,6 +135,73 @@ def gramian_only_step(model_name: str, engine: str, factored: str) -> Callable[[
     return step
 
 
+def handwritten_mgda_step() -> Callable[[], None]:
+    """MGDA on the MLP written out by hand for this model and loss, as a reference for the 2.0x target:
+    the encoder's forward without autograd, the K backward chains as stacked matrix products, each
+    layer's Gram contribution by the cheaper of the two exact routes (as ``factored='auto'``), the K x K
+    solve, d = Jᵀw; no graph walks, no vmap, no checks. Its first update is compared with polytask's
+    MGDA on the same model and batch (a mismatch stops the benchmark)."""
+    model, x, ys = make("mlp")
+    layers = [m for m in model.encoder if isinstance(m, nn.Linear)]
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    K, B = len(TASKS), x.shape[0]
+
+    @torch.no_grad()
+    def gradients():
+        acts = [x]
+        for layer in layers:
+            acts.append(torch.addmm(layer.bias, acts[-1], layer.weight.T).clamp_min(0))
+        z = acts[-1]
+        head_w = torch.stack([h.weight[0] for h in model.heads])  # (K, 256)
+        outs = torch.addmm(torch.stack([h.bias[0] for h in model.heads]), z, head_w.T).T  # (K, B)
+        g = 2 * (outs - torch.stack(ys)) / B  # ∂L_k/∂out_k of the mean squared errors
+        delta = g[:, :, None] * head_w[:, None, :]  # (K, B, 256): ∂L_k/∂z
+        G = torch.zeros(K, K, dtype=torch.float64)
+        blocks = []
+        for i in reversed(range(len(layers))):
+            delta = torch.ops.aten.threshold_backward(delta, acts[i + 1], 0)  # through the ReLU
+            X, (n_out, n_in) = acts[i], layers[i].weight.shape
+            if B * B * n_in + K * B * B * n_out + K * K * B * n_out + B * n_in * n_out < K * B * n_in * n_out:
+                S = X @ X.T + 1.0  # factored: G += <δ_k, (X Xᵀ + 1 1ᵀ) δ_l>
+                G += (delta.reshape(K, -1) @ torch.matmul(S, delta).reshape(K, -1).T).double()
+                blocks.append((layers[i], delta, X, None))
+            else:  # the K weight (and bias) gradients themselves
+                J = torch.cat([torch.matmul(delta.transpose(1, 2), X).reshape(K, -1), delta.sum(1)], dim=1)
+                G += (J @ J.T).double()
+                blocks.append((layers[i], None, None, J))
+            if i:
+                delta = (delta.reshape(K * B, -1) @ layers[i].weight).reshape(K, B, -1)
+        w = torch.from_numpy(pt.balancing.gramian_weightings.mgda_weights(G.numpy())).float()
+        for layer, delta, X, J in blocks:
+            if J is None:
+                c = torch.tensordot(w, delta, dims=1)
+                layer.weight.grad, layer.bias.grad = c.T @ X, c.sum(0)
+            else:
+                d = w @ J
+                layer.weight.grad = d[: layer.weight.numel()].view_as(layer.weight)
+                layer.bias.grad = d[layer.weight.numel() :]
+        for k, h in enumerate(model.heads):  # heads: w_k times their own task's gradient
+            h.weight.grad, h.bias.grad = (w[k] * (g[k] @ z))[None], (w[k] * g[k].sum())[None]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        gradients()
+        opt.step()
+
+    gradients()
+    mine = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    _, outs = model(x)
+    losses = torch.stack([((o - y) ** 2).mean() for o, y in zip(outs, ys)])
+    pt.balancing.create("mgda", tasks=TASKS).backward(
+        losses, list(model.encoder.parameters()), {t: list(h.parameters()) for t, h in zip(TASKS, model.heads)}
+    )
+    for a, p in zip(mine, model.parameters()):
+        if not torch.allclose(a, p.grad, rtol=1e-4, atol=1e-8):
+            raise RuntimeError("the hand-written MGDA step does not give polytask's MGDA update")
+    return step
+
+
 def torchjd_step(method: str, model_name: str) -> Callable[[], None] | None:
     try:
         import torchjd.aggregation as agg
@@ -236,6 +303,10 @@ def main() -> None:
         steps.update({("torchjd", m): s for m, s in theirs.items()})
         steps.update({("autogram", m): s for m, s in gram.items()})
         steps[("polytask", "(G only)")] = gramian_only_step(model_name, args.engine, args.factored)
+        extra = ["(G only)"]
+        if model_name == "mlp":
+            steps[("polytask", "(hand-written MGDA)")] = handwritten_mgda_step()
+            extra.append("(hand-written MGDA)")
         timing = measure(steps, args.steps, args.rounds)
         memory = {key: peak_step_memory(step) for key, step in steps.items()}
         base_t, base_m = timing[("polytask", "ew")], max(memory[("polytask", "ew")], 1)
@@ -243,14 +314,15 @@ def main() -> None:
             f"\n{model_name.upper()}  (EW: {base_t * 1000:.2f} ms/step, {base_m / 2**20:.1f} MiB peak step memory; "
             f"threads {torch.get_num_threads()}, engine {args.engine}, factored {args.factored})"
         )
-        header = f"{'method':13s} {'ms/step':>8s} {'x EW':>6s} {'mem x EW':>9s}"
+        width = max(len(m) for m in [*methods, *extra])
+        header = f"{'method':{width}s} {'ms/step':>8s} {'x EW':>6s} {'mem x EW':>9s}"
         if theirs:
             header += f" {'TorchJD autojac x EW':>21s} {'autogram x EW':>14s} {'ours/fastest TorchJD':>21s}"
         print(header)
-        for m in [*methods, "(G only)"]:
+        for m in [*methods, *extra]:
             t, mem = timing[("polytask", m)], memory[("polytask", m)]
             flag = " *" if m in GRAMIAN and t / base_t > 2.0 else ""
-            line = f"{m:13s} {t * 1000:8.2f} {t / base_t:6.2f} {mem / base_m:9.2f}"
+            line = f"{m:{width}s} {t * 1000:8.2f} {t / base_t:6.2f} {mem / base_m:9.2f}"
             if theirs:
                 tj, ta = timing.get(("torchjd", m)), timing.get(("autogram", m))
                 fastest = min(v for v in (tj, ta, float("inf")) if v is not None)
@@ -258,6 +330,11 @@ def main() -> None:
                 line += f" {t / fastest if fastest < float('inf') else float('nan'):21.2f}"
             print(line + flag)
         print("(* a Gramian method above the 2.0x EW target; (G only): forward + the Gramian, no weighting or update)")
+        if model_name == "mlp":
+            print(
+                "((hand-written MGDA): the same update coded by hand for this MLP and loss, without autograd, "
+                "graph walks or checks: what the arithmetic costs on this machine)"
+            )
         if model_name == "mlp":
             floor = exact_jacobian_floor(make("mlp")[0], 128, len(TASKS))
             print(
