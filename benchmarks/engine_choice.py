@@ -2,7 +2,7 @@
 training step with ``engine='direct'`` (where it applies: linear/elementwise shared layers),
 ``engine='batched'`` and ``engine='loop'`` as a ratio to EW's step, measured in the same run (methods and
 engines interleaved within each round). It shows the evidence for ``engine='auto'`` choosing the loop on
-the CPU when convolution kernels are among the parameters, and where the opt-in direct engine pays.
+the CPU when convolution kernels are among the parameters, and where the direct engine pays.
 
     python benchmarks/engine_choice.py [--archs hps_mlp,hps_cnn,hps_resnet,padnet,mtinet]
                                        [--methods mgda,pcgrad,mgda_ub] [--batch 32] [--steps 3] [--rounds 5]

@@ -171,3 +171,50 @@ def test_balancers_take_the_same_step_with_the_direct_engine():
             assert balancer.engine_used == engine
             steps.append([p.grad.clone() for p in [*trunk.parameters(), *heads.parameters()]])
         _assert_same(*steps)
+
+
+def _many_task_step(method, engine, trunk_factory, n_tasks, steps=1):
+    """``steps`` backward calls of one balancer on an MLP trunk with ``n_tasks`` linear heads: the
+    gradients of the last step, and the balancer."""
+    torch.manual_seed(10)
+    trunk = trunk_factory()
+    heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(n_tasks))
+    balancer = pt.balancing.create(method, tasks=n_tasks, engine=engine)
+    x = torch.randn(8, 6)
+    for _ in range(steps):
+        for p in [*trunk.parameters(), *heads.parameters(), *balancer.parameters()]:
+            p.grad = None
+        z = trunk(x)
+        losses = torch.stack([(h(z)[:, 0] - k).pow(2).mean() for k, h in enumerate(heads)])
+        balancer.backward(losses, list(trunk.parameters()), representation=z)
+    return [p.grad.clone() for p in [*trunk.parameters(), *heads.parameters()]], balancer
+
+
+@pytest.mark.parametrize("method", ["mgda", "upgrad", "gradnorm"])
+def test_auto_uses_the_direct_engine_from_five_tasks_with_the_same_step(method):
+    auto, balancer = _many_task_step(method, "auto", lambda: _mlp(nn.ReLU), 5)
+    batched, _ = _many_task_step(method, "batched", lambda: _mlp(nn.ReLU), 5)
+    if method != "gradnorm":
+        assert balancer.engine_used == "direct"
+    _assert_same(auto, batched)
+    _, fewer = _many_task_step(method, "auto", lambda: _mlp(nn.ReLU), 4)
+    if method != "gradnorm":
+        assert fewer.engine_used == "batched"
+
+
+@pytest.mark.parametrize("method", ["mgda", "gradnorm"])
+def test_auto_stops_trying_the_direct_engine_once_it_declines_a_model(method, monkeypatch):
+    attempts = []
+    original = direct.per_task_gradients
+
+    def counted(*args, **kwargs):
+        attempts.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(direct, "per_task_gradients", counted)
+    with_norm = lambda: nn.Sequential(nn.Linear(6, 7), nn.LayerNorm(7), nn.ReLU())  # noqa: E731
+    grads, balancer = _many_task_step(method, "auto", with_norm, 5, steps=3)
+    assert len(attempts) == 1  # declined on the first step, not tried again
+    if method != "gradnorm":
+        assert balancer.engine_used == "batched"
+    _assert_same(grads, _many_task_step(method, "batched", with_norm, 5, steps=3)[0])

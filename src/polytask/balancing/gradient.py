@@ -72,6 +72,7 @@ class GradientBalancer(Balancer):
         self.engine = engine
         self.factored = factored
         self.engine_used: str | None = None
+        self._direct_declined = False  # engine='auto': the direct engine declined this model's graph once
         self.scale_heads = bool(scale_heads)
         self._checked_coverage = False
 
@@ -135,9 +136,19 @@ class GradientBalancer(Balancer):
         heads = self._heads(stacked, shared, task_params, representation)
         distributed = jac.world_size() > 1
         factored = "never" if self.rep_grad else self.factored
+        try_direct = not self._direct_declined
         jacobian, head_grads, self.engine_used = jac.task_jacobian(
-            stacked, targets, heads, self.engine, factored, retain_graph=self.rep_grad, must_use=int(self.rep_grad)
+            stacked,
+            targets,
+            heads,
+            self.engine,
+            factored,
+            retain_graph=self.rep_grad,
+            must_use=int(self.rep_grad),
+            try_direct=try_direct,
         )
+        if self.engine == "auto" and try_direct and len(stacked) >= jac.DIRECT_FROM_TASKS:
+            self._direct_declined = self.engine_used != "direct"
         global_losses = stacked.detach().clone()
         # per-task gradients of parameters are averaged over processes (= the global batch's); gradients
         # w.r.t. z belong to each rank's own samples and stay local (aggregate() combines their Gram matrices)
@@ -631,6 +642,7 @@ class GradNorm(Balancer):
         self.alpha, self.layer, self.engine = float(alpha), int(layer), engine
         self.loss_weights = nn.Parameter(torch.ones(self.num_tasks))
         self.initial: list[float] | None = None
+        self._direct_declined = False  # engine='auto': the direct engine declined this model's graph once
 
     def backward(
         self,
@@ -653,7 +665,11 @@ class GradNorm(Balancer):
             self.loss_weights.clamp_(min=1e-8)
             self.loss_weights.mul_(self.num_tasks / self.loss_weights.sum())
         w = self.loss_weights.detach().clone()
-        (gW,), _ = jac.task_gradients(stacked, [W], self.engine, retain_graph=True)
+        (gW,), used = jac.task_gradients(
+            stacked, [W], self.engine, retain_graph=True, try_direct=not self._direct_declined
+        )
+        if self.engine == "auto" and not self._direct_declined and len(stacked) >= jac.DIRECT_FROM_TASKS:
+            self._direct_declined = used != "direct"
         global_losses = stacked.detach().clone()
         jac.all_reduce_mean([gW, global_losses])
         if self.initial is None:

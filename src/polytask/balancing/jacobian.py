@@ -11,10 +11,11 @@ is ∂L_k/∂x. Three engines give the same numbers:
   ``torch.autograd.grad(L, xs, grad_outputs=I_K, is_grads_batched=True)`` (vmap over the backward);
 - ``loop``: K ordinary backwards (for graphs whose ops have no batching rule).
 
-``auto`` uses ``batched`` and falls back to ``loop`` (with one warning naming the reason) when the graph
-cannot be batched; ``direct`` is chosen explicitly (it pays where the heads are more than one linear
-layer or there are many tasks, since vmap runs every head for all K rows; on a 3-task MLP with linear
-heads its Python bookkeeping costs about what it saves: ``benchmarks/engine_choice.py``).
+``auto`` uses ``direct`` where it applies and there are at least ``DIRECT_FROM_TASKS`` tasks (a vmapped
+backward runs every head for all K rows and sums K (K, ...) tensors where they meet; with fewer tasks
+the direct engine's Python bookkeeping costs about what it saves: ``benchmarks/engine_heads.py``), else
+``batched``, and falls back to ``loop`` (with one warning naming the reason) when the graph cannot be
+batched.
 
 From the per-input rows :func:`gramian` forms G = J Jᵀ without concatenating J, and :func:`combine` forms
 Jᵀw per input, so methods that need only G never materialise a flat K x P matrix.
@@ -38,6 +39,10 @@ from polytask.balancing import factored as fac
 from polytask.errors import NonFiniteGradientError, PolytaskError
 
 ENGINES = ("auto", "direct", "batched", "loop")
+# ``auto`` tries the direct engine from this many tasks on (benchmarks/engine_heads.py: MGDA step over
+# EW's, direct vs batched, on a 64-512-512-256 MLP: K = 5 linear heads 2.79x vs 3.06x, K = 8 3.73x vs
+# 4.31x; with K <= 4 linear heads the batched engine is as fast or faster, e.g. K = 3 2.25x vs 2.18x)
+DIRECT_FROM_TASKS = 5
 
 
 def task_gradients(
@@ -46,14 +51,21 @@ def task_gradients(
     engine: str = "auto",
     retain_graph: bool = False,
     must_use: int = 0,
+    try_direct: bool = True,
 ) -> tuple[list[torch.Tensor], str]:
     """Per-task gradients of ``losses`` (K,) w.r.t. each of ``inputs``: a list of (K, *x.shape) tensors
     (zeros where an input does not influence a loss), and the engine actually used. The first
-    ``must_use`` inputs must be in the losses' graph (e.g. the representation z): else an error."""
+    ``must_use`` inputs must be in the losses' graph (e.g. the representation z): else an error.
+    ``engine='auto'`` with K >= ``DIRECT_FROM_TASKS`` tries the direct engine first (``try_direct=False``
+    skips that, e.g. once it has declined a model's graph)."""
     if engine not in ENGINES:
         raise PolytaskError(f"unknown gradient engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if not inputs:
         return [], "batched" if engine == "auto" else engine
+    if engine == "auto" and try_direct and losses.shape[0] >= DIRECT_FROM_TASKS:
+        grads = _direct(losses, inputs, retain_graph, must_use)
+        if grads is not None:
+            return grads, "direct"
     if engine == "direct":
         grads = _direct(losses, inputs, retain_graph, must_use)
         if grads is not None:
@@ -286,6 +298,7 @@ def task_jacobian(
     factored: str = "never",
     retain_graph: bool = False,
     must_use: int = 0,
+    try_direct: bool = True,
 ) -> tuple[TaskJacobian, list[torch.Tensor], str]:
     """Per-task gradients of ``targets`` as a :class:`TaskJacobian` and of ``others`` (e.g. the heads) as
     dense (K, *x.shape) rows, in one backward, and the engine used. ``factored``: which linear layers
@@ -312,6 +325,7 @@ def task_jacobian(
         engine,
         retain_graph=retain_graph,
         must_use=len(edges) + must_use if must_use else 0,
+        try_direct=try_direct,
     )
     deltas, rest = grads[: len(edges)], grads[len(edges) :]
     dense: list[torch.Tensor | None] = [None] * len(targets)
