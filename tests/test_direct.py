@@ -1,5 +1,7 @@
 """The direct per-task gradient engine (polytask.balancing.direct) against autograd's vmapped backward."""
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -218,3 +220,52 @@ def test_auto_stops_trying_the_direct_engine_once_it_declines_a_model(method, mo
     if method != "gradnorm":
         assert balancer.engine_used == "batched"
     _assert_same(grads, _many_task_step(method, "batched", with_norm, 5, steps=3)[0])
+
+
+def _random_case(seed):
+    """A random MLP trunk (1-3 layers, ReLU / in-place ReLU / tanh / sigmoid, with or without bias and
+    dropout), 5-6 heads of depth 0-2, and per-task MSE, L1 or cross-entropy losses."""
+    g = torch.Generator().manual_seed(seed)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=g))]
+
+    def activation():
+        return pick([nn.ReLU, lambda: nn.ReLU(inplace=True), nn.Tanh, nn.Sigmoid])()
+
+    torch.manual_seed(seed)
+    widths = [6] + [int(torch.randint(3, 9, (1,), generator=g)) for _ in range(pick([1, 2, 3]))]
+    layers = []
+    for a, b in itertools.pairwise(widths):
+        layers += [nn.Linear(a, b, bias=pick([True, False])), activation()]
+    if pick([True, False]):
+        layers.append(nn.Dropout(0.2))
+    trunk = nn.Sequential(*layers).train()
+    n_tasks, heads, losses = pick([5, 6]), nn.ModuleList(), []
+    for _ in range(n_tasks):
+        depth, width, outputs = pick([0, 1, 2]), widths[-1], pick([1, 3])
+        head = []
+        for _ in range(depth):
+            head += [nn.Linear(width, 4), activation()]
+            width = 4
+        heads.append(nn.Sequential(*head, nn.Linear(width, outputs)))
+        losses.append(pick(["mse", "l1"]) if outputs == 1 else "ce")
+    x, labels, y = torch.randn(10, 6), torch.randint(3, (10,)), torch.randn(10, 1)
+    z = trunk(x)
+    terms = {
+        "mse": lambda o: (o - y).pow(2).mean(),
+        "l1": lambda o: (o - y).abs().mean(),
+        "ce": lambda o: nn.functional.cross_entropy(o, labels),
+    }
+    stacked = torch.stack([terms[kind](h(z)) for kind, h in zip(losses, heads)])
+    return stacked, [*trunk.parameters(), *heads.parameters()]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_auto_with_many_tasks_equals_the_loop_on_random_mlps(seed):
+    """Where auto takes the direct engine (5+ tasks, a supported graph) it gives the loop's numbers."""
+    losses, params = _random_case(seed)
+    auto, used = jac.task_gradients(losses, params, "auto", retain_graph=True)
+    loop, _ = jac.task_gradients(losses, params, "loop")
+    assert used == "direct"
+    _assert_same(auto, loop)
