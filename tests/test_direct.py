@@ -223,15 +223,17 @@ def test_auto_stops_trying_the_direct_engine_once_it_declines_a_model(method, mo
 
 
 def _random_case(seed):
-    """A random MLP trunk (1-3 layers, ReLU / in-place ReLU / tanh / sigmoid, with or without bias and
-    dropout), 5-6 heads of depth 0-2, and per-task MSE, L1 or cross-entropy losses."""
+    """A random MLP trunk (1-3 layers, ReLU / in-place ReLU / tanh / sigmoid / GELU / SiLU / leaky ReLU,
+    with or without bias and dropout), 5-6 heads of depth 0-2, and per-task MSE, L1 or cross-entropy losses."""
     g = torch.Generator().manual_seed(seed)
 
     def pick(options):
         return options[int(torch.randint(len(options), (1,), generator=g))]
 
     def activation():
-        return pick([nn.ReLU, lambda: nn.ReLU(inplace=True), nn.Tanh, nn.Sigmoid])()
+        return pick(
+            [nn.ReLU, lambda: nn.ReLU(inplace=True), nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, lambda: nn.LeakyReLU(0.1)]
+        )()
 
     torch.manual_seed(seed)
     widths = [6] + [int(torch.randint(3, 9, (1,), generator=g)) for _ in range(pick([1, 2, 3]))]
@@ -261,7 +263,7 @@ def _random_case(seed):
     return stacked, [*trunk.parameters(), *heads.parameters()]
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_auto_with_many_tasks_equals_the_loop_on_random_mlps(seed):
     """Where auto takes the direct engine (5+ tasks, a supported graph) it gives the loop's numbers."""
     losses, params = _random_case(seed)
@@ -269,3 +271,49 @@ def test_auto_with_many_tasks_equals_the_loop_on_random_mlps(seed):
     loop, _ = jac.task_gradients(losses, params, "loop")
     assert used == "direct"
     _assert_same(auto, loop)
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [
+        lambda: nn.LeakyReLU(0.1),
+        lambda: nn.LeakyReLU(0.1, inplace=True),
+        nn.GELU,
+        lambda: nn.GELU("tanh"),
+        nn.SiLU,
+        lambda: nn.ELU(0.7),
+        lambda: nn.ELU(0.7, inplace=True),
+        lambda: nn.Softplus(beta=2.0, threshold=1.0),
+    ],
+)
+def test_direct_equals_vmap_on_more_activations(activation):
+    torch.manual_seed(11)
+    trunk = _mlp(activation)
+    heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(3))
+    z = trunk(torch.randn(8, 6) * 2)
+    losses = torch.stack([(h(z)[:, 0] - k).pow(2).mean() for k, h in enumerate(heads)])
+    _assert_same(*_both(losses, [*trunk.parameters(), *heads.parameters()]))
+
+
+def test_direct_equals_vmap_on_residual_blocks_and_broadcast_sums():
+    torch.manual_seed(12)
+    first, block, skip = nn.Linear(6, 7), nn.Sequential(nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 7)), nn.Linear(7, 7)
+    shift = nn.Parameter(torch.randn(7))  # a shared vector added to every row: broadcast in the sum
+    h = torch.relu(first(torch.randn(8, 6)))
+    h = torch.relu(h + block(h))  # residual connection
+    z = torch.tanh(torch.sub(h, skip(h), alpha=0.5) + shift)
+    heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(3))
+    losses = torch.stack([(hd(z)[:, 0] - k).pow(2).mean() for k, hd in enumerate(heads)])
+    params = [*first.parameters(), *block.parameters(), *skip.parameters(), shift, *heads.parameters()]
+    _assert_same(*_both(losses, params))
+
+
+def test_the_direct_engine_error_names_the_operation_it_has_no_rule_for():
+    torch.manual_seed(5)
+    trunk = nn.Sequential(nn.Linear(6, 7), nn.LayerNorm(7))
+    z = trunk(torch.randn(8, 6))
+    losses = torch.stack([z[:, k].pow(2).mean() for k in range(3)])
+    with pytest.raises(PolytaskError, match="no rule for: NativeLayerNormBackward0"):
+        jac.task_gradients(losses, list(trunk.parameters()), "direct", retain_graph=True)
+    with pytest.raises(PolytaskError, match="not a stack of scalars"):
+        jac.task_gradients(z[:, :3].pow(2).mean(0), list(trunk.parameters()), "direct")

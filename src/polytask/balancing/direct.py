@@ -10,9 +10,10 @@ shared layers). The engine
    the heads are traversed once (a vmapped backward traverses every head K times, K − 1 of them with a
    zero gradient);
 2. carries the K stacked gradients (K, *shape) through the shared part node by node: linear layers
-   (``addmm``, ``mm``, the transpose of a weight) as one matrix product over all K·R rows, and the
-   elementwise activations (ReLU, tanh, sigmoid, multiplication by a mask or a tensor such as dropout's)
-   with their derivative broadcast over the K rows.
+   (``addmm``, ``mm``, the transpose of a weight) as one matrix product over all K·R rows, the
+   elementwise activations (ReLU, leaky ReLU, GELU, SiLU, ELU, softplus, tanh, sigmoid, multiplication
+   by a mask or a tensor such as dropout's) with their derivative broadcast over the K rows, and sums
+   and differences of tensors (residual connections).
 
 The result equals autograd's per-task gradients (up to rounding in the order of sums). It is used only
 when every node of the shared part that leads to a requested input is one of those kinds; otherwise
@@ -56,6 +57,15 @@ def per_task_gradients(
         return None
     grads = [results.get(s) for s in slots]  # type: ignore[arg-type]
     return grads, [g is not None for g in grads]
+
+
+def decline_reason(roots: Sequence[tuple[GradientEdge, torch.Tensor] | None], inputs) -> str:
+    """Why :func:`per_task_gradients` declines a graph, for the error message (it builds the graph again)."""
+    slots = [_slot(x) for x in inputs]
+    if any(s is None for s in slots):
+        return "an input does not require grad"
+    graph = _Graph(roots, slots)
+    return graph.reason if graph.unsupported else "a tensor it reads from the graph is missing or was freed"
 
 
 def _slot(x: torch.Tensor | GradientEdge) -> Slot | None:
@@ -114,10 +124,15 @@ class _Graph:
         shared = [n for n in order if n in needed and reach[n].bit_count() > 1]
         self.shared = shared
         shared_set = set(shared)
-        self.unsupported = any(
-            type(n).__name__ not in _HANDLERS and not _is_target_only(n, children[n], needed)
-            for n in shared
+        unknown = sorted(
+            {
+                type(n).__name__
+                for n in shared
+                if type(n).__name__ not in _HANDLERS and not _is_target_only(n, children[n], needed)
+            }
         )
+        self.unsupported = bool(unknown)
+        self.reason = f"layers shared by several tasks include operations it has no rule for: {', '.join(unknown)}"
         # edges from single-task nodes into the shared part: where the heads hand over their gradients
         self.handover: dict[object, list[tuple[int, Slot, int]]] = {}  # node -> [(edge index, slot, task)]
         fed_by_shared: set[Slot] = set()
@@ -133,8 +148,9 @@ class _Graph:
                     fed_by_shared.add((child, nr))
         handover_slots = {s for edges in self.handover.values() for _, s, _ in edges}
         # a slot fed both by a head and by the shared part would make phase 1 run shared nodes: decline
-        if handover_slots & fed_by_shared:
+        if handover_slots & fed_by_shared and not self.unsupported:
             self.unsupported = True
+            self.reason = "a tensor is read both by one task's own layers and by layers shared by several tasks"
         self.handover_slots = list(handover_slots)
         self.head_slots = [s for s in slots if s[0] in needed and s[0] not in shared_set]
         self.shared_set = shared_set
@@ -285,6 +301,51 @@ def _sigmoid(node, g, wanted, edges):
     return [torch.ops.aten.sigmoid_backward(g, node._saved_result)]
 
 
+def _leaky_relu(node, g, wanted, edges):
+    return [torch.ops.aten.leaky_relu_backward(g, node._saved_self, node._saved_negative_slope, False)]
+
+
+def _leaky_relu_in_place(node, g, wanted, edges):
+    return [torch.ops.aten.leaky_relu_backward(g, node._saved_result, node._saved_negative_slope, True)]
+
+
+def _gelu(node, g, wanted, edges):
+    return [torch.ops.aten.gelu_backward(g, node._saved_self, approximate=node._saved_approximate)]
+
+
+def _silu(node, g, wanted, edges):
+    return [torch.ops.aten.silu_backward(g, node._saved_self)]
+
+
+def _elu(node, g, wanted, edges):
+    alpha, scale, input_scale = node._saved_alpha, node._saved_scale, node._saved_input_scale
+    return [torch.ops.aten.elu_backward(g, alpha, scale, input_scale, False, node._saved_self)]
+
+
+def _elu_in_place(node, g, wanted, edges):
+    alpha, scale, input_scale = node._saved_alpha, node._saved_scale, node._saved_input_scale
+    return [torch.ops.aten.elu_backward(g, alpha, scale, input_scale, True, node._saved_result)]
+
+
+def _softplus(node, g, wanted, edges):
+    return [torch.ops.aten.softplus_backward(g, node._saved_self, node._saved_beta, node._saved_threshold)]
+
+
+def _add(node, g, wanted, edges, sign=1):
+    """a + alpha·b (``sign`` −1: a − alpha·b), e.g. a residual connection."""
+    alpha = sign * node._saved_alpha
+    out: list[torch.Tensor | None] = [None, None]
+    if wanted[0]:
+        out[0] = _reduce_to(g, _shape(edges[0]))
+    if wanted[1]:
+        out[1] = _reduce_to(g if alpha == 1 else g * alpha, _shape(edges[1]))
+    return out
+
+
+def _sub(node, g, wanted, edges):
+    return _add(node, g, wanted, edges, sign=-1)
+
+
 def _mul(node, g, wanted, edges):
     out: list[torch.Tensor | None] = [None, None]
     if wanted[0]:
@@ -302,4 +363,13 @@ _HANDLERS: dict[str, Callable] = {
     "TanhBackward0": _tanh,
     "SigmoidBackward0": _sigmoid,
     "MulBackward0": _mul,
+    "LeakyReluBackward0": _leaky_relu,
+    "LeakyReluBackward1": _leaky_relu_in_place,
+    "GeluBackward0": _gelu,
+    "SiluBackward0": _silu,
+    "EluBackward0": _elu,
+    "EluBackward1": _elu_in_place,
+    "SoftplusBackward0": _softplus,
+    "AddBackward0": _add,
+    "SubBackward0": _sub,
 }

@@ -70,10 +70,12 @@ def task_gradients(
         grads = _direct(losses, inputs, retain_graph, must_use)
         if grads is not None:
             return grads, "direct"
+        roots = _task_outputs(losses)
+        reason = "the losses are not a stack of scalars" if roots is None else direct.decline_reason(roots, inputs)
         raise PolytaskError(
-            "the direct gradient engine does not handle this graph (it needs the losses as a stack of "
-            "per-task scalars, and shared layers made of linear layers and ReLU/tanh/sigmoid/elementwise "
-            "products only); use engine='batched' or 'loop'"
+            f"the direct gradient engine does not handle this graph ({reason}; it needs the losses as a stack of "
+            "per-task scalars, and shared layers made of linear layers, elementwise activations and products, "
+            "and sums); use engine='batched' or 'loop'"
         )
     if engine in ("auto", "batched"):
         try:
