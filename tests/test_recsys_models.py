@@ -25,6 +25,18 @@ def tabular_batch(n=16, seed=0):
 
 
 @pytest.mark.parametrize("arch", RECSYS)
+def test_a_float64_model_casts_its_inputs_to_float64(arch):
+    """Dense and tabular inputs are cast to the model's floating dtype (float32 by default; float64 after
+    ``model.double()``, where a fixed float32 cast made the first layer fail), not saved in state dicts."""
+    for shape, x in (((7,), torch.randn(5, 7, dtype=torch.float64)), (SPEC, tabular_batch(5))):
+        model = pt.models.create(arch, tasks=tasks(2), input_shape=shape)
+        assert all(v.dtype == torch.float32 for v in model(x).values())
+        model.double()
+        assert all(v.dtype == torch.float64 for v in model(x).values())
+        assert not any("float_dtype" in key for key in model.state_dict())
+
+
+@pytest.mark.parametrize("arch", RECSYS)
 @pytest.mark.parametrize("k", [1, 3])
 def test_output_shapes_for_k_tasks_dense_and_tabular(arch, k):
     for shape, x in (((7,), torch.randn(5, 7)), (SPEC, tabular_batch(5))):

@@ -23,6 +23,13 @@ def oov_ids(ids: torch.Tensor, size: int | torch.Tensor) -> torch.Tensor:
     return torch.where((ids >= 0) & (ids < size), ids, torch.full_like(ids, OOV))
 
 
+def _add_dtype_probe(module: nn.Module) -> None:
+    """An empty floating buffer that ``model.double()`` / ``.half()`` / ``.to(dtype)`` convert with the
+    parameters: inputs are cast to its dtype (so integer or float64 data feed a float32 model, and a
+    float64 model gets float64 inputs). Not saved in the state dict."""
+    module.register_buffer("float_dtype", torch.empty(0), persistent=False)
+
+
 class TabularEmbedding(nn.Module):
     """Embeds every categorical field (out-of-range ids -> the OOV row 0) and appends the numerical ones."""
 
@@ -31,6 +38,7 @@ class TabularEmbedding(nn.Module):
         self.spec = spec
         self.tables = nn.ModuleList(nn.Embedding(f.vocab_size, f.embed_dim) for f in spec.categorical)
         self.register_buffer("vocab", torch.tensor([f.vocab_size for f in spec.categorical], dtype=torch.long))
+        _add_dtype_probe(self)
         self.out_features = spec.output_dim
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -49,7 +57,7 @@ class TabularEmbedding(nn.Module):
             if num is None or num.dim() != 2 or num.shape[1] != len(self.spec.numerical):
                 got = None if num is None else tuple(num.shape)
                 raise TaskMismatchError(f"numerical inputs: expected (N, {len(self.spec.numerical)}), got {got}")
-            parts.append(num.float())
+            parts.append(num.to(self.float_dtype.dtype))
         return torch.cat(parts, dim=1)
 
 
@@ -60,12 +68,13 @@ class DenseInput(nn.Module):
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.out_features = math.prod(self.input_shape)
+        _add_dtype_probe(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != self.input_shape:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise TaskMismatchError(f"inputs: expected (N, {', '.join(map(str, self.input_shape))}), got {got}")
-        return x.reshape(x.shape[0], -1).float()
+        return x.reshape(x.shape[0], -1).to(self.float_dtype.dtype)
 
 
 class SequencePooling(nn.Module):
