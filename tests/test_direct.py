@@ -317,3 +317,36 @@ def test_the_direct_engine_error_names_the_operation_it_has_no_rule_for():
         jac.task_gradients(losses, list(trunk.parameters()), "direct", retain_graph=True)
     with pytest.raises(PolytaskError, match="not a stack of scalars"):
         jac.task_gradients(z[:, :3].pow(2).mean(0), list(trunk.parameters()), "direct")
+
+
+def test_direct_equals_vmap_through_shape_and_mixing_operations():
+    """Shared layers that stack, concatenate, reshape, permute, transpose, sum, softmax-gate and batch-
+    multiply (the pieces of mixture-of-experts models), with negative dimensions where PyTorch allows."""
+    torch.manual_seed(13)
+    experts = nn.ModuleList(nn.Linear(6, 4) for _ in range(3))
+    gate, mix = nn.Linear(6, 3, bias=False), nn.Parameter(torch.randn(2, 4, 4))
+    x = torch.randn(8, 6)
+    stacked = torch.stack([torch.relu(e(x)) for e in experts], dim=-2)  # (8, 3, 4)
+    weights = torch.softmax(gate(x), dim=-1).unsqueeze(-1)  # one gate shared by every task
+    pooled = (stacked * weights).sum(dim=-2)  # (8, 4)
+    wide = torch.cat([pooled, stacked.reshape(8, 12)], dim=-1)  # (8, 16)
+    paired = wide.view(8, 2, 2, 4).permute(1, 2, 0, 3).reshape(2, 16, 4)  # a 3-cycle: not its own inverse
+    mixed = torch.bmm(paired, mix).transpose(0, 1).flatten(1)  # (16, 8)
+    column = pooled.sum(dim=1, keepdim=True).unsqueeze(0).sum(0)  # (8, 1) -> (1, 8, 1) -> (8, 1)
+    z = torch.tanh(mixed + mixed.sum() * 1e-3 + column.sum() * 1e-2).squeeze()
+    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(3))
+    losses = torch.stack([(h(z)[:, 0] - k).pow(2).mean() for k, h in enumerate(heads)])
+    params = [*experts.parameters(), *gate.parameters(), mix, *heads.parameters()]
+    _assert_same(*_both(losses, params))
+
+
+@pytest.mark.parametrize("arch", ["mmoe", "omoe", "cgc", "shared_bottom"])
+def test_direct_equals_vmap_on_the_recommender_models(arch):
+    data = pt.data.create("mmoe_synthetic", n_train=64, n_val=8, n_test=8)
+    torch.manual_seed(14)
+    model = pt.models.create(arch, tasks=data.tasks, input_shape=data.input_shape)
+    x, y = data.train.inputs[:16].double(), {k: v[:16].double() for k, v in data.train.targets.items()}
+    losses = pt.tasks.compute_losses(data.tasks, model(x), y)
+    stacked = torch.stack([losses[t.name] for t in data.tasks])
+    heads = [p for t in data.tasks for p in model.task_parameters(t.name)]
+    _assert_same(*_both(stacked, [*model.shared_parameters(), *heads]))

@@ -12,8 +12,9 @@ shared layers). The engine
 2. carries the K stacked gradients (K, *shape) through the shared part node by node: linear layers
    (``addmm``, ``mm``, the transpose of a weight) as one matrix product over all K·R rows, the
    elementwise activations (ReLU, leaky ReLU, GELU, SiLU, ELU, softplus, tanh, sigmoid, multiplication
-   by a mask or a tensor such as dropout's) with their derivative broadcast over the K rows, and sums
-   and differences of tensors (residual connections).
+   by a mask or a tensor such as dropout's) with their derivative broadcast over the K rows, sums and
+   differences of tensors (residual connections), and the shape and mixing operations of mixture-of-
+   experts layers (stack, cat, view/reshape, (un)squeeze, permute, transpose, sum, softmax, bmm).
 
 The result equals autograd's per-task gradients (up to rounding in the order of sums). It is used only
 when every node of the shared part that leads to a requested input is one of those kinds; otherwise
@@ -355,6 +356,80 @@ def _mul(node, g, wanted, edges):
     return out
 
 
+# ------------------------------------------------------------------------------ shape and mixing rules
+def _dim(d: int, ndim: int) -> int:
+    """A saved dimension (PyTorch stores negative ones as unsigned 64-bit) as a non-negative index into
+    a tensor of ``ndim`` dimensions; +1 gives the axis in the stacked (K, ...) gradient."""
+    if d >= 2**63:
+        d -= 2**64
+    return d + ndim if d < 0 else d
+
+
+def _sizes(node) -> tuple[int, ...]:
+    return tuple(int(n) for n in node._saved_self_sym_sizes)
+
+
+def _reshape(node, g, wanted, edges):  # view, reshape, flatten, squeeze, matmul's unsafe view
+    return [g.reshape(g.shape[0], *_sizes(node))]
+
+
+def _identity(node, g, wanted, edges):  # clone (e.g. reshape of a non-contiguous tensor)
+    return [g]
+
+
+def _unsqueeze(node, g, wanted, edges):
+    return [g.squeeze(_dim(node._saved_dim, g.dim() - 1) + 1)]
+
+
+def _permute(node, g, wanted, edges):
+    dims = [_dim(d, g.dim() - 1) for d in node._saved_dims]
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d] = i
+    return [g.permute(0, *(1 + i for i in inverse))]
+
+
+def _transpose(node, g, wanted, edges):
+    ndim = g.dim() - 1
+    return [g.transpose(_dim(node._saved_dim0, ndim) + 1, _dim(node._saved_dim1, ndim) + 1)]
+
+
+def _stack(node, g, wanted, edges):
+    axis = _dim(node._saved_dim, g.dim() - 1) + 1
+    return [g.select(axis, i) if want else None for i, want in enumerate(wanted)]
+
+
+def _cat(node, g, wanted, edges):
+    axis = _dim(node._saved_dim, g.dim() - 1) + 1
+    parts = g.split([_shape(e)[axis - 1] for e in edges], dim=axis)
+    return [part if want else None for part, want in zip(parts, wanted)]
+
+
+def _sum(node, g, wanted, edges):
+    sizes = _sizes(node)
+    if type(node).__name__ == "SumBackward1" and not node._saved_keepdim:
+        for d in sorted(_dim(d, len(sizes)) for d in node._saved_dim):
+            g = g.unsqueeze(d + 1)
+    elif type(node).__name__ == "SumBackward0":
+        g = g.reshape(g.shape[0], *([1] * len(sizes)))
+    return [g.expand(g.shape[0], *sizes)]
+
+
+def _softmax(node, g, wanted, edges):
+    result = node._saved_result
+    axis = _dim(node._saved_dim, result.dim()) + 1
+    return [result * (g - (g * result).sum(axis, keepdim=True))]
+
+
+def _bmm(node, g, wanted, edges):
+    out: list[torch.Tensor | None] = [None, None]
+    if wanted[0]:
+        out[0] = torch.matmul(g, node._saved_mat2.transpose(-2, -1))
+    if wanted[1]:
+        out[1] = torch.matmul(node._saved_self.transpose(-2, -1), g)
+    return out
+
+
 _HANDLERS: dict[str, Callable] = {
     "AddmmBackward0": _addmm,
     "MmBackward0": _mm,
@@ -372,4 +447,19 @@ _HANDLERS: dict[str, Callable] = {
     "SoftplusBackward0": _softplus,
     "AddBackward0": _add,
     "SubBackward0": _sub,
+    "ViewBackward0": _reshape,
+    "UnsafeViewBackward0": _reshape,
+    "SqueezeBackward0": _reshape,
+    "SqueezeBackward1": _reshape,
+    "SqueezeBackward2": _reshape,
+    "CloneBackward0": _identity,
+    "UnsqueezeBackward0": _unsqueeze,
+    "PermuteBackward0": _permute,
+    "TransposeBackward0": _transpose,
+    "StackBackward0": _stack,
+    "CatBackward0": _cat,
+    "SumBackward0": _sum,
+    "SumBackward1": _sum,
+    "SoftmaxBackward0": _softmax,
+    "BmmBackward0": _bmm,
 }
