@@ -74,8 +74,8 @@ def task_gradients(
         reason = "the losses are not a stack of scalars" if roots is None else direct.decline_reason(roots, inputs)
         raise PolytaskError(
             f"the direct gradient engine does not handle this graph ({reason}; it needs the losses as a stack of "
-            "per-task scalars, and shared layers made of linear layers, elementwise activations and products, "
-            "and sums); use engine='batched' or 'loop'"
+            "per-task scalars, and shared layers made of the operations listed in polytask.balancing.direct); "
+            "use engine='batched' or 'loop'"
         )
     if engine in ("auto", "batched"):
         try:
