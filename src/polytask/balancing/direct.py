@@ -16,6 +16,10 @@ shared layers). The engine
    differences of tensors (residual connections), and the shape and mixing operations of mixture-of-
    experts layers (stack, cat, view/reshape, (un)squeeze, permute, transpose, sum, softmax, bmm).
 
+Where a tensor is read both by one task's own layers and by shared ones (PLE: a task's experts and the
+shared gate read the same level output), the task's nodes that read it are carried with the shared part
+(all K rows, the other tasks' zero), so the first backward never has to run a shared node.
+
 The result equals autograd's per-task gradients (up to rounding in the order of sums). It is used only
 when every node of the shared part that leads to a requested input is one of those kinds; otherwise
 :func:`per_task_gradients` returns None and the caller uses the vmap or loop engine. Reading saved tensors
@@ -122,9 +126,24 @@ class _Graph:
             if node in target_nodes or any(c in needed for c, _ in children[node]):
                 needed.add(node)
         self.needed = needed
-        shared = [n for n in order if n in needed and reach[n].bit_count() > 1]
+        shared_set = {n for n in order if n in needed and reach[n].bit_count() > 1}
+        # A tensor read both by one task's own layers and by shared ones (a PLE task expert's input is also
+        # read by the shared gate): phase 1 could not stop there without running shared nodes, so the
+        # single-task nodes that read it join the shared part (carried over all K rows, the other tasks'
+        # rows zero), with every needed node below them, until no such tensor is left; each round moves
+        # the boundary up by at least one node.
+        while True:
+            for node in order:  # parents come first: one pass closes the set under needed children
+                if node in shared_set:
+                    shared_set.update(c for c, _ in children[node] if c in needed)
+            handover, fed_by_shared = _boundary(order, children, shared_set, needed, reach)
+            conflicts = {s for edges in handover.values() for _, s, _ in edges} & fed_by_shared
+            if not conflicts:
+                break
+            shared_set |= {node for node, edges in handover.items() if any(s in conflicts for _, s, _ in edges)}
+        self.handover = handover  # single-task node -> [(edge index, slot, task)]: where heads hand over
+        shared = [n for n in order if n in shared_set]
         self.shared = shared
-        shared_set = set(shared)
         unknown = sorted(
             {
                 type(n).__name__
@@ -134,24 +153,7 @@ class _Graph:
         )
         self.unsupported = bool(unknown)
         self.reason = f"layers shared by several tasks include operations it has no rule for: {', '.join(unknown)}"
-        # edges from single-task nodes into the shared part: where the heads hand over their gradients
-        self.handover: dict[object, list[tuple[int, Slot, int]]] = {}  # node -> [(edge index, slot, task)]
-        fed_by_shared: set[Slot] = set()
-        for node in order:
-            single = node not in shared_set
-            for i, (child, nr) in enumerate(children[node]):
-                if child not in shared_set:
-                    continue
-                if single and node in needed:
-                    task = reach[node].bit_length() - 1
-                    self.handover.setdefault(node, []).append((i, (child, nr), task))
-                elif not single:
-                    fed_by_shared.add((child, nr))
-        handover_slots = {s for edges in self.handover.values() for _, s, _ in edges}
-        # a slot fed both by a head and by the shared part would make phase 1 run shared nodes: decline
-        if handover_slots & fed_by_shared and not self.unsupported:
-            self.unsupported = True
-            self.reason = "a tensor is read both by one task's own layers and by layers shared by several tasks"
+        handover_slots = {s for edges in handover.values() for _, s, _ in edges}
         self.handover_slots = list(handover_slots)
         self.head_slots = [s for s in slots if s[0] in needed and s[0] not in shared_set]
         self.shared_set = shared_set
@@ -221,6 +223,23 @@ class _Graph:
                 if want and g is not None:
                     slot_grads = pending.setdefault(child, {})
                     slot_grads[nr] = g if nr not in slot_grads else slot_grads[nr] + g
+
+
+def _boundary(order, children, shared_set, needed, reach) -> tuple[dict, set]:
+    """The edges from single-task nodes into the shared part (node -> [(edge index, slot, task)]) and the
+    slots that shared nodes feed."""
+    handover: dict[object, list[tuple[int, Slot, int]]] = {}
+    fed_by_shared: set[Slot] = set()
+    for node in order:
+        single = node not in shared_set
+        for i, (child, nr) in enumerate(children[node]):
+            if child not in shared_set:
+                continue
+            if single and node in needed:
+                handover.setdefault(node, []).append((i, (child, nr), reach[node].bit_length() - 1))
+            elif not single:
+                fed_by_shared.add((child, nr))
+    return handover, fed_by_shared
 
 
 def _is_target_only(node, edges, needed) -> bool:
