@@ -88,6 +88,9 @@ def test_direct_carries_a_head_that_reads_a_tensor_shared_layers_read_too():
     d, b = _both(losses, inputs)
     _assert_same(d, b)
     assert d[4][1:].abs().max() == 0 and d[4][0].abs().max() > 0  # head 0's weight: task 0's row only
+    # head 0's parameters come from the carried rows, not from a second pass through head 0 in phase 1
+    graph = direct._Graph(jac._task_outputs(losses), [direct._slot(p) for p in inputs])
+    assert not graph.head_slots and not graph.unsupported
 
 
 def test_direct_gradient_of_the_representation_and_a_constant_loss():
