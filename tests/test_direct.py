@@ -129,7 +129,7 @@ def test_direct_declines_graphs_it_does_not_handle():
     z = norm_trunk(torch.randn(8, 6))
     losses = torch.stack([z[:, k].pow(2).mean() for k in range(3)])
     params = list(norm_trunk.parameters())
-    assert direct.per_task_gradients(jac._task_outputs(losses), params, True) is None
+    assert "no rule for: NativeLayerNormBackward0" in direct.per_task_gradients(jac._task_outputs(losses), params, True)
     with pytest.raises(PolytaskError, match="direct gradient engine does not handle"):
         jac.task_gradients(losses, params, "direct", retain_graph=True)
     grads, _ = jac.task_gradients(losses, params, "batched", retain_graph=True)
@@ -140,10 +140,11 @@ def test_direct_declines_graphs_it_does_not_handle():
     m = mix(z)
     losses = torch.stack([(z[:, 0] + m[:, 1]).pow(2).mean(), (z[:, 2] * m[:, 3]).mean()])
     inputs = [*trunk.parameters(), *mix.parameters()]
-    assert direct.per_task_gradients(jac._task_outputs(losses), inputs, True) is None
+    assert "no rule for: SelectBackward0" in direct.per_task_gradients(jac._task_outputs(losses), inputs, True)
     # losses that are not a stack of scalars
     z = trunk(torch.randn(8, 6))
-    assert jac._direct(z[:, :3].pow(2).mean(0), list(trunk.parameters()), True, 0) is None
+    reason = jac._direct(z[:, :3].pow(2).mean(0), list(trunk.parameters()), True, 0)
+    assert reason == "the losses are not a stack of scalars"
 
 
 def test_direct_traverses_each_head_once():
@@ -353,3 +354,34 @@ def test_direct_equals_vmap_on_the_recommender_models(arch):
     stacked = torch.stack([losses[t.name] for t in data.tasks])
     heads = [p for t in data.tasks for p in model.task_parameters(t.name)]
     _assert_same(*_both(stacked, [*model.shared_parameters(), *heads]))
+
+
+@pytest.mark.parametrize("arch", ["mmoe", "ple", "shared_bottom"])
+def test_direct_equals_vmap_on_recommenders_with_embedding_tables(arch):
+    from polytask.features import CategoricalField, FeatureSpec
+
+    spec = FeatureSpec((CategoricalField("user", 10, 4), CategoricalField("item", 20, 6)), ("price",))
+    tasks = [pt.Task(f"t{k}", "binary") for k in range(3)]
+    torch.manual_seed(15)
+    model = pt.models.create(arch, tasks=tasks, input_shape=spec)
+    ids = torch.stack([torch.randint(0, 12, (16,)), torch.randint(0, 20, (16,))], 1)  # some ids out of range
+    out = model({"categorical": ids, "numerical": torch.randn(16, 1)})
+    bce = nn.functional.binary_cross_entropy_with_logits
+    losses = torch.stack([bce(out[t.name][:, 0], torch.rand(16)) for t in tasks])
+    heads = [p for t in tasks for p in model.task_parameters(t.name)]
+    _assert_same(*_both(losses, [*model.shared_parameters(), *heads]))
+
+
+def test_direct_embedding_rule_skips_the_padding_row_and_declines_frequency_scaling():
+    torch.manual_seed(16)
+    ids = torch.tensor([[0, 1, 1], [2, 0, 3]])
+    for options, handled in (({"padding_idx": 0}, True), ({"scale_grad_by_freq": True}, False)):
+        table = nn.Embedding(5, 3, **options)
+        z = table(ids).sum(1)  # (2, 3)
+        losses = torch.stack([z[:, 0].pow(2).sum(), (z[:, 1] * z[:, 2]).sum()])
+        if handled:
+            d, b = _both(losses, [table.weight])
+            _assert_same(d, b)
+            assert d[0][:, 0].abs().max() == 0
+        else:
+            assert "scale_grad_by_freq" in jac._direct(losses, [table.weight], True, 0)

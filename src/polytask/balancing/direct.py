@@ -14,7 +14,8 @@ shared layers). The engine
    elementwise activations (ReLU, leaky ReLU, GELU, SiLU, ELU, softplus, tanh, sigmoid, multiplication
    by a mask or a tensor such as dropout's) with their derivative broadcast over the K rows, sums and
    differences of tensors (residual connections), and the shape and mixing operations of mixture-of-
-   experts layers (stack, cat, view/reshape, (un)squeeze, permute, transpose, sum, softmax, bmm).
+   experts layers (stack, cat, view/reshape, (un)squeeze, permute, transpose, sum, softmax, bmm), and
+   embedding lookups.
 
 Where a tensor is read both by one task's own layers and by shared ones (PLE: a task's experts and the
 shared gate read the same level output), the task's nodes that read it are carried with the shared part
@@ -22,7 +23,7 @@ shared gate read the same level output), the task's nodes that read it are carri
 
 The result equals autograd's per-task gradients (up to rounding in the order of sums). It is used only
 when every node of the shared part that leads to a requested input is one of those kinds; otherwise
-:func:`per_task_gradients` returns None and the caller uses the vmap or loop engine. Reading saved tensors
+:func:`per_task_gradients` says why not and the caller uses the vmap or loop engine. Reading saved tensors
 relies on the names PyTorch gives them (``_saved_mat1``, ``_saved_result``, ...); where they differ the
 engine declines and the others give the same numbers.
 """
@@ -41,36 +42,27 @@ def per_task_gradients(
     roots: Sequence[tuple[GradientEdge, torch.Tensor] | None],
     inputs: Sequence[torch.Tensor | GradientEdge],
     retain_graph: bool,
-) -> tuple[list[torch.Tensor | None], list[bool]] | None:
+) -> tuple[list[torch.Tensor | None], list[bool]] | str:
     """Per-task gradients of the K task losses (``roots[k]``: the edge of L_k and a scalar 1, None for a
     constant loss) w.r.t. ``inputs``: one (K, *shape) tensor per input (None where no gradient arrives)
-    and whether each input was reached; None when the shared part has a node this engine does not
-    handle, or the graph is not split by task as it needs."""
+    and whether each input was reached; or, where this engine does not apply, why not (a node of the
+    shared part it has no rule for, an input without gradient, a rule that failed on a saved tensor)."""
     K = len(roots)
     slots = [_slot(x) for x in inputs]
     if any(s is None for s in slots):
-        return None
+        return "an input does not require grad"
     graph = _Graph(roots, slots)
     if graph.unsupported:
-        return None
+        return graph.reason
     captured = graph.run_heads(roots, retain_graph)
     results: dict[Slot, torch.Tensor] = {}
     try:
         with torch.no_grad():  # saved tensors such as a weight require grad; the gradients do not
             graph.run_shared(captured, results, K)
-    except (RuntimeError, AttributeError, TypeError):  # freed buffers, unexpected saved tensors
-        return None
+    except (RuntimeError, AttributeError, TypeError) as exc:  # freed buffers, unexpected saved tensors
+        return f"{type(exc).__name__} in a rule: {str(exc).splitlines()[0][:160]}"
     grads = [results.get(s) for s in slots]  # type: ignore[arg-type]
     return grads, [g is not None for g in grads]
-
-
-def decline_reason(roots: Sequence[tuple[GradientEdge, torch.Tensor] | None], inputs) -> str:
-    """Why :func:`per_task_gradients` declines a graph, for the error message (it builds the graph again)."""
-    slots = [_slot(x) for x in inputs]
-    if any(s is None for s in slots):
-        return "an input does not require grad"
-    graph = _Graph(roots, slots)
-    return graph.reason if graph.unsupported else "a tensor it reads from the graph is missing or was freed"
 
 
 def _slot(x: torch.Tensor | GradientEdge) -> Slot | None:
@@ -420,7 +412,13 @@ def _stack(node, g, wanted, edges):
 
 def _cat(node, g, wanted, edges):
     axis = _dim(node._saved_dim, g.dim() - 1) + 1
-    parts = g.split([_shape(e)[axis - 1] for e in edges], dim=axis)
+    # a part that needs no gradient (e.g. raw numerical features) has no metadata: it gets the remainder
+    sizes = [None if e[0] is None else _shape(e)[axis - 1] for e in edges]
+    if sizes.count(None) > 1:
+        raise TypeError("cat of several inputs without gradient")
+    if None in sizes:
+        sizes[sizes.index(None)] = g.shape[axis] - sum(n for n in sizes if n is not None)
+    parts = g.split(sizes, dim=axis)
     return [part if want else None for part, want in zip(parts, wanted)]
 
 
@@ -447,6 +445,20 @@ def _bmm(node, g, wanted, edges):
     if wanted[1]:
         out[1] = torch.matmul(node._saved_self.transpose(-2, -1), g)
     return out
+
+
+def _embedding(node, g, wanted, edges):
+    """Rows of an embedding table: the K (V, D) gradients are index-adds of the looked-up rows' gradients
+    (the padding row gets none). Frequency-scaled or sparse gradients: no rule (the engine declines)."""
+    if node._saved_scale_grad_by_freq or node._saved_sparse:
+        raise TypeError("embedding with scale_grad_by_freq or sparse gradients")
+    indices, K = node._saved_indices.reshape(-1), g.shape[0]
+    rows = g.reshape(K, indices.numel(), -1)
+    out = rows.new_zeros(K, int(node._saved_weight_sym_argsize_0), rows.shape[-1]).index_add_(1, indices, rows)
+    padding = node._saved_padding_idx
+    if padding < 2**63:  # None is stored as -1, i.e. 2**64 - 1
+        out[:, padding] = 0
+    return [out]
 
 
 _HANDLERS: dict[str, Callable] = {
@@ -481,4 +493,5 @@ _HANDLERS: dict[str, Callable] = {
     "SumBackward1": _sum,
     "SoftmaxBackward0": _softmax,
     "BmmBackward0": _bmm,
+    "EmbeddingBackward0": _embedding,
 }

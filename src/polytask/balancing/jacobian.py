@@ -64,16 +64,14 @@ def task_gradients(
         return [], "batched" if engine == "auto" else engine
     if engine == "auto" and try_direct and losses.shape[0] >= DIRECT_FROM_TASKS:
         grads = _direct(losses, inputs, retain_graph, must_use)
-        if grads is not None:
+        if not isinstance(grads, str):
             return grads, "direct"
     if engine == "direct":
         grads = _direct(losses, inputs, retain_graph, must_use)
-        if grads is not None:
+        if not isinstance(grads, str):
             return grads, "direct"
-        roots = _task_outputs(losses)
-        reason = "the losses are not a stack of scalars" if roots is None else direct.decline_reason(roots, inputs)
         raise PolytaskError(
-            f"the direct gradient engine does not handle this graph ({reason}; it needs the losses as a stack of "
+            f"the direct gradient engine does not handle this graph ({grads}; it needs the losses as a stack of "
             "per-task scalars, and shared layers made of the operations listed in polytask.balancing.direct); "
             "use engine='batched' or 'loop'"
         )
@@ -94,15 +92,14 @@ def task_gradients(
 
 def _direct(
     losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool, must_use: int
-) -> list[torch.Tensor] | None:
-    """The direct engine's per-task gradients (:mod:`polytask.balancing.direct`), or None where it
-    does not apply."""
+) -> list[torch.Tensor] | str:
+    """The direct engine's per-task gradients (:mod:`polytask.balancing.direct`), or why it does not apply."""
     roots = _task_outputs(losses)
     if roots is None:
-        return None
+        return "the losses are not a stack of scalars"
     out = direct.per_task_gradients(roots, inputs, retain_graph)
-    if out is None:
-        return None
+    if isinstance(out, str):
+        return out
     grads, used = out
     _check_used(used, must_use)
     K = losses.shape[0]
