@@ -135,53 +135,74 @@ def gramian_only_step(model_name: str, engine: str, factored: str) -> Callable[[
     return step
 
 
-def handwritten_mgda_step() -> Callable[[], None]:
+def handwritten_mgda_step(autograd_heads: bool = False) -> Callable[[], None]:
     """MGDA on the MLP written out by hand for this model and loss, as a reference for the 2.0x target:
-    the encoder's forward without autograd, the K backward chains as stacked matrix products, each
-    layer's Gram contribution by the cheaper of the two exact routes (as ``factored='auto'``), the K x K
-    solve, d = Jᵀw; no graph walks, no vmap, no checks. Its first update is compared with polytask's
-    MGDA on the same model and batch (a mismatch stops the benchmark)."""
+    the K backward chains through the encoder as stacked matrix products, each layer's Gram contribution
+    by the cheaper of the two exact routes (as ``factored='auto'``), the K x K solve, d = Jᵀw; no graph
+    walks, no vmap, no checks. ``autograd_heads=False``: the encoder's forward without autograd and the
+    heads' and losses' gradients in closed form (what the arithmetic alone costs). ``True``: the forward
+    with autograd and ∂L_k/∂z and the heads' gradients from autograd (K calls), as any library that takes
+    arbitrary heads and losses must get them; the rest still by hand. Its first update is compared with
+    polytask's MGDA on the same model and batch (a mismatch stops the benchmark)."""
     model, x, ys = make("mlp")
     layers = [m for m in model.encoder if isinstance(m, nn.Linear)]
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
     K, B = len(TASKS), x.shape[0]
+    head_params = [[h.weight, h.bias] for h in model.heads]
 
-    @torch.no_grad()
-    def gradients():
+    def closed_form_heads():
+        """Inputs of the linear layers, ∂L_k/∂z (K, B, 256) and each head's [∂L_k/∂W, ∂L_k/∂b]."""
+        with torch.no_grad():
+            acts = [x]
+            for layer in layers:
+                acts.append(torch.addmm(layer.bias, acts[-1], layer.weight.T).clamp_min(0))
+            z = acts[-1]
+            head_w = torch.stack([h.weight[0] for h in model.heads])  # (K, 256)
+            outs = torch.addmm(torch.stack([h.bias[0] for h in model.heads]), z, head_w.T).T  # (K, B)
+            g = 2 * (outs - torch.stack(ys)) / B  # ∂L_k/∂out_k of the mean squared errors
+            heads = [[(g[k] @ z)[None], g[k].sum()[None]] for k in range(K)]
+            return acts, g[:, :, None] * head_w[:, None, :], heads
+
+    def heads_by_autograd():
         acts = [x]
         for layer in layers:
-            acts.append(torch.addmm(layer.bias, acts[-1], layer.weight.T).clamp_min(0))
+            acts.append(torch.relu(layer(acts[-1])))
         z = acts[-1]
-        head_w = torch.stack([h.weight[0] for h in model.heads])  # (K, 256)
-        outs = torch.addmm(torch.stack([h.bias[0] for h in model.heads]), z, head_w.T).T  # (K, B)
-        g = 2 * (outs - torch.stack(ys)) / B  # ∂L_k/∂out_k of the mean squared errors
-        delta = g[:, :, None] * head_w[:, None, :]  # (K, B, 256): ∂L_k/∂z
-        G = torch.zeros(K, K, dtype=torch.float64)
-        blocks = []
-        for i in reversed(range(len(layers))):
-            delta = torch.ops.aten.threshold_backward(delta, acts[i + 1], 0)  # through the ReLU
-            X, (n_out, n_in) = acts[i], layers[i].weight.shape
-            if B * B * n_in + K * B * B * n_out + K * K * B * n_out + B * n_in * n_out < K * B * n_in * n_out:
-                S = X @ X.T + 1.0  # factored: G += <δ_k, (X Xᵀ + 1 1ᵀ) δ_l>
-                G += (delta.reshape(K, -1) @ torch.matmul(S, delta).reshape(K, -1).T).double()
-                blocks.append((layers[i], delta, X, None))
-            else:  # the K weight (and bias) gradients themselves
-                J = torch.cat([torch.matmul(delta.transpose(1, 2), X).reshape(K, -1), delta.sum(1)], dim=1)
-                G += (J @ J.T).double()
-                blocks.append((layers[i], None, None, J))
-            if i:
-                delta = (delta.reshape(K * B, -1) @ layers[i].weight).reshape(K, B, -1)
-        w = torch.from_numpy(pt.balancing.gramian_weightings.mgda_weights(G.numpy())).float()
-        for layer, delta, X, J in blocks:
-            if J is None:
-                c = torch.tensordot(w, delta, dims=1)
-                layer.weight.grad, layer.bias.grad = c.T @ X, c.sum(0)
-            else:
-                d = w @ J
-                layer.weight.grad = d[: layer.weight.numel()].view_as(layer.weight)
-                layer.bias.grad = d[layer.weight.numel() :]
-        for k, h in enumerate(model.heads):  # heads: w_k times their own task's gradient
-            h.weight.grad, h.bias.grad = (w[k] * (g[k] @ z))[None], (w[k] * g[k].sum())[None]
+        losses = [((h(z)[:, 0] - y) ** 2).mean() for h, y in zip(model.heads, ys)]
+        grads = [
+            torch.autograd.grad(loss, [z, *head_params[k]], retain_graph=k < K - 1) for k, loss in enumerate(losses)
+        ]
+        return [a.detach() for a in acts], torch.stack([g[0] for g in grads]), [list(g[1:]) for g in grads]
+
+    def gradients():
+        acts, delta, heads = (heads_by_autograd if autograd_heads else closed_form_heads)()
+        with torch.no_grad():  # saved activations require no grad; the update is computed by hand
+            G = torch.zeros(K, K, dtype=torch.float64)
+            blocks = []
+            for i in reversed(range(len(layers))):
+                delta = torch.ops.aten.threshold_backward(delta, acts[i + 1], 0)  # through the ReLU
+                X, (n_out, n_in) = acts[i], layers[i].weight.shape
+                if B * B * n_in + K * B * B * n_out + K * K * B * n_out + B * n_in * n_out < K * B * n_in * n_out:
+                    S = X @ X.T + 1.0  # factored: G += <δ_k, (X Xᵀ + 1 1ᵀ) δ_l>
+                    G += (delta.reshape(K, -1) @ torch.matmul(S, delta).reshape(K, -1).T).double()
+                    blocks.append((layers[i], delta, X, None))
+                else:  # the K weight (and bias) gradients themselves
+                    J = torch.cat([torch.matmul(delta.transpose(1, 2), X).reshape(K, -1), delta.sum(1)], dim=1)
+                    G += (J @ J.T).double()
+                    blocks.append((layers[i], None, None, J))
+                if i:
+                    delta = (delta.reshape(K * B, -1) @ layers[i].weight).reshape(K, B, -1)
+            w = torch.from_numpy(pt.balancing.gramian_weightings.mgda_weights(G.numpy())).float()
+            for layer, delta, X, J in blocks:
+                if J is None:
+                    c = torch.tensordot(w, delta, dims=1)
+                    layer.weight.grad, layer.bias.grad = c.T @ X, c.sum(0)
+                else:
+                    d = w @ J
+                    layer.weight.grad = d[: layer.weight.numel()].view_as(layer.weight)
+                    layer.bias.grad = d[layer.weight.numel() :]
+            for k, h in enumerate(model.heads):  # heads: w_k times their own task's gradient
+                h.weight.grad, h.bias.grad = w[k] * heads[k][0], w[k] * heads[k][1]
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -306,7 +327,8 @@ def main() -> None:
         extra = ["(G only)"]
         if model_name == "mlp":
             steps[("polytask", "(hand-written MGDA)")] = handwritten_mgda_step()
-            extra.append("(hand-written MGDA)")
+            steps[("polytask", "(hand-written, autograd heads)")] = handwritten_mgda_step(autograd_heads=True)
+            extra += ["(hand-written MGDA)", "(hand-written, autograd heads)"]
         timing = measure(steps, args.steps, args.rounds)
         memory = {key: peak_step_memory(step) for key, step in steps.items()}
         base_t, base_m = timing[("polytask", "ew")], max(memory[("polytask", "ew")], 1)
@@ -333,7 +355,9 @@ def main() -> None:
         if model_name == "mlp":
             print(
                 "((hand-written MGDA): the same update coded by hand for this MLP and loss, without autograd, "
-                "graph walks or checks: what the arithmetic costs on this machine)"
+                "graph walks or checks: what the arithmetic costs on this machine; (hand-written, autograd heads): "
+                "the same, but the forward and the heads' and losses' gradients by autograd, as a library that "
+                "takes arbitrary heads and losses must get them)"
             )
         if model_name == "mlp":
             floor = exact_jacobian_floor(make("mlp")[0], 128, len(TASKS))
