@@ -123,24 +123,32 @@ def test_direct_factored_gramian_and_update_equal_the_per_parameter_route():
     _assert_same(h1, h0)
 
 
+class _Cumsum(nn.Module):
+    """A layer the direct engine has no rule for (a cumulative sum along the features)."""
+
+    def forward(self, x):
+        return x.cumsum(-1)
+
+
 def test_direct_declines_graphs_it_does_not_handle():
     torch.manual_seed(5)
-    norm_trunk = nn.Sequential(nn.Linear(6, 7), nn.LayerNorm(7))  # LayerNorm: not a handled node
-    z = norm_trunk(torch.randn(8, 6))
+    odd_trunk = nn.Sequential(nn.Linear(6, 7), _Cumsum())
+    z = odd_trunk(torch.randn(8, 6))
     losses = torch.stack([z[:, k].pow(2).mean() for k in range(3)])
-    params = list(norm_trunk.parameters())
-    assert "no rule for: NativeLayerNormBackward0" in direct.per_task_gradients(jac._task_outputs(losses), params, True)
+    params = list(odd_trunk.parameters())
+    assert "no rule for: CumsumBackward0" in direct.per_task_gradients(jac._task_outputs(losses), params, True)
     with pytest.raises(PolytaskError, match="direct gradient engine does not handle"):
         jac.task_gradients(losses, params, "direct", retain_graph=True)
     grads, _ = jac.task_gradients(losses, params, "batched", retain_graph=True)
     _assert_same(grads, jac.task_gradients(losses, params, "loop")[0])
-    # z feeds the heads and a shared layer: the heads' gradients cannot be handed over at z alone
+    # z feeds the heads and a shared layer: the heads' selections join the shared part, whose cumulative
+    # sum has no rule
     trunk, mix = _mlp(nn.ReLU), nn.Linear(7, 7)
     z = trunk(torch.randn(8, 6))
-    m = mix(z)
+    m = mix(z).cumsum(-1)
     losses = torch.stack([(z[:, 0] + m[:, 1]).pow(2).mean(), (z[:, 2] * m[:, 3]).mean()])
     inputs = [*trunk.parameters(), *mix.parameters()]
-    assert "no rule for: SelectBackward0" in direct.per_task_gradients(jac._task_outputs(losses), inputs, True)
+    assert "no rule for: CumsumBackward0" in direct.per_task_gradients(jac._task_outputs(losses), inputs, True)
     # losses that are not a stack of scalars
     z = trunk(torch.randn(8, 6))
     reason = jac._direct(z[:, :3].pow(2).mean(0), list(trunk.parameters()), True, 0)
@@ -218,12 +226,12 @@ def test_auto_stops_trying_the_direct_engine_once_it_declines_a_model(method, mo
         return original(*args, **kwargs)
 
     monkeypatch.setattr(direct, "per_task_gradients", counted)
-    with_norm = lambda: nn.Sequential(nn.Linear(6, 7), nn.LayerNorm(7), nn.ReLU())  # noqa: E731
-    grads, balancer = _many_task_step(method, "auto", with_norm, 5, steps=3)
+    unsupported = lambda: nn.Sequential(nn.Linear(6, 7), _Cumsum(), nn.ReLU())  # noqa: E731
+    grads, balancer = _many_task_step(method, "auto", unsupported, 5, steps=3)
     assert len(attempts) == 1  # declined on the first step, not tried again
     if method != "gradnorm":
         assert balancer.engine_used == "batched"
-    _assert_same(grads, _many_task_step(method, "batched", with_norm, 5, steps=3)[0])
+    _assert_same(grads, _many_task_step(method, "batched", unsupported, 5, steps=3)[0])
 
 
 def _random_case(seed):
@@ -314,10 +322,10 @@ def test_direct_equals_vmap_on_residual_blocks_and_broadcast_sums():
 
 def test_the_direct_engine_error_names_the_operation_it_has_no_rule_for():
     torch.manual_seed(5)
-    trunk = nn.Sequential(nn.Linear(6, 7), nn.LayerNorm(7))
+    trunk = nn.Sequential(nn.Linear(6, 7), _Cumsum())
     z = trunk(torch.randn(8, 6))
     losses = torch.stack([z[:, k].pow(2).mean() for k in range(3)])
-    with pytest.raises(PolytaskError, match="no rule for: NativeLayerNormBackward0"):
+    with pytest.raises(PolytaskError, match="no rule for: CumsumBackward0"):
         jac.task_gradients(losses, list(trunk.parameters()), "direct", retain_graph=True)
     with pytest.raises(PolytaskError, match="not a stack of scalars"):
         jac.task_gradients(z[:, :3].pow(2).mean(0), list(trunk.parameters()), "direct")
@@ -385,3 +393,72 @@ def test_direct_embedding_rule_skips_the_padding_row_and_declines_frequency_scal
             assert d[0][:, 0].abs().max() == 0
         else:
             assert "scale_grad_by_freq" in jac._direct(losses, [table.weight], True, 0)
+
+
+def _randomised(module: nn.Module) -> nn.Module:
+    """``module`` with random affine parameters (and running statistics), so that no term is trivially 0/1."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_()
+        if isinstance(module, nn.BatchNorm1d) and module.running_mean is not None:
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    return module
+
+
+NORMS = {
+    "layer": lambda: nn.LayerNorm(7),
+    "layer without affine": lambda: nn.LayerNorm(7, elementwise_affine=False),
+    "layer without bias": lambda: nn.LayerNorm(7, bias=False),
+    "batch, training": lambda: nn.BatchNorm1d(7).train(),
+    "batch, eval": lambda: nn.BatchNorm1d(7).eval(),
+    "batch without affine": lambda: nn.BatchNorm1d(7, affine=False).train(),
+    "batch without running statistics": lambda: nn.BatchNorm1d(7, track_running_stats=False).eval(),
+}
+
+
+@pytest.mark.parametrize("positions", [False, True])
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_direct_equals_vmap_through_normalisation_layers(norm, positions):
+    """LayerNorm and BatchNorm1d (in training mode each task's row is differentiated through the batch
+    statistics; in eval mode through the running ones) in a residual MLP block, on (batch, features) and
+    (batch, positions, features) inputs."""
+    torch.manual_seed(20)
+    first, second = nn.Linear(6, 7), nn.Linear(7, 7)
+    norm1, norm2 = _randomised(NORMS[norm]()), _randomised(NORMS[norm]())
+    batch_norm = isinstance(norm1, nn.BatchNorm1d)
+
+    def normalise(module, h):  # BatchNorm1d wants the channels on axis 1
+        return module(h.transpose(1, 2)).transpose(1, 2) if batch_norm and positions else module(h)
+
+    x = torch.randn(8, 5, 6) if positions else torch.randn(8, 6)
+    h = nn.functional.gelu(normalise(norm1, first(x)))
+    z = normalise(norm2, second(h)) + h
+    heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(3))
+    losses = torch.stack([(hd(z) - k).pow(2).mean() for k, hd in enumerate(heads)])
+    params = [*first.parameters(), *second.parameters(), *norm1.parameters(), *norm2.parameters()]
+    _assert_same(*_both(losses, [*params, *heads.parameters()]))
+
+
+def test_direct_equals_vmap_through_slices_selections_means_expansions_and_divisions():
+    torch.manual_seed(21)
+    first, left, right = nn.Linear(6, 8), nn.Linear(4, 5), nn.Linear(3, 5)
+    scale = nn.Parameter(torch.rand(5) + 0.5)
+    h = torch.tanh(first(torch.randn(8, 6)))
+    a = left(h[:, ::2])  # a strided slice
+    b = right(h[:, -4:-1])  # negative bounds
+    z = a / scale + (-b) / 3 + h[:, 5:6].expand(8, 5) * h.mean(1, keepdim=True) + h[-1, :5] + h.mean()
+    z = torch.sigmoid(z + h[:, 2].mean(0))  # a selected column, averaged over the batch
+    heads = nn.ModuleList(nn.Linear(5, 1) for _ in range(3))
+    losses = torch.stack([(hd(z)[:, 0] - k).pow(2).mean() for k, hd in enumerate(heads)])
+    params = [*first.parameters(), *left.parameters(), *right.parameters(), scale, *heads.parameters()]
+    _assert_same(*_both(losses, params))
+
+
+def test_direct_equals_vmap_when_heads_select_from_a_tensor_a_shared_layer_reads():
+    torch.manual_seed(5)
+    trunk, mix = _mlp(nn.ReLU), nn.Linear(7, 7)
+    z = trunk(torch.randn(8, 6))
+    m = mix(z)
+    losses = torch.stack([(z[:, 0] + m[:, 1]).pow(2).mean(), (z[:, 2] * m[:, 3]).mean()])
+    _assert_same(*_both(losses, [*trunk.parameters(), *mix.parameters()]))

@@ -12,10 +12,11 @@ shared layers). The engine
 2. carries the K stacked gradients (K, *shape) through the shared part node by node: linear layers
    (``addmm``, ``mm``, the transpose of a weight) as one matrix product over all K·R rows, the
    elementwise activations (ReLU, leaky ReLU, GELU, SiLU, ELU, softplus, tanh, sigmoid, multiplication
-   by a mask or a tensor such as dropout's) with their derivative broadcast over the K rows, sums and
-   differences of tensors (residual connections), and the shape and mixing operations of mixture-of-
-   experts layers (stack, cat, view/reshape, (un)squeeze, permute, transpose, sum, softmax, bmm), and
-   embedding lookups.
+   by a mask or a tensor such as dropout's, division, negation) with their derivative broadcast over
+   the K rows, sums and differences of tensors (residual connections), layer and batch normalisation
+   (batch statistics differentiated per task in training mode), slices and selections, means, the
+   shape and mixing operations of mixture-of-experts layers (stack, cat, view/reshape, (un)squeeze,
+   permute, transpose, expand, sum, softmax, bmm), and embedding lookups.
 
 Where a tensor is read both by one task's own layers and by shared ones (PLE: a task's experts and the
 shared gate read the same level output), the task's nodes that read it are carried with the shared part
@@ -30,6 +31,7 @@ engine declines and the others give the same numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -59,7 +61,7 @@ def per_task_gradients(
     try:
         with torch.no_grad():  # saved tensors such as a weight require grad; the gradients do not
             graph.run_shared(captured, results, K)
-    except (RuntimeError, AttributeError, TypeError) as exc:  # freed buffers, unexpected saved tensors
+    except (RuntimeError, AttributeError, TypeError, IndexError, ValueError) as exc:  # freed buffers, odd saved tensors
         return f"{type(exc).__name__} in a rule: {str(exc).splitlines()[0][:160]}"
     grads = [results.get(s) for s in slots]  # type: ignore[arg-type]
     return grads, [g is not None for g in grads]
@@ -422,14 +424,112 @@ def _cat(node, g, wanted, edges):
     return [part if want else None for part, want in zip(parts, wanted)]
 
 
-def _sum(node, g, wanted, edges):
+def _sum(node, g, wanted, edges):  # also mean's expansion (MeanBackward0/1 save the same dimensions)
     sizes = _sizes(node)
-    if type(node).__name__ == "SumBackward1" and not node._saved_keepdim:
+    if type(node).__name__ in ("SumBackward1", "MeanBackward1") and not node._saved_keepdim:
         for d in sorted(_dim(d, len(sizes)) for d in node._saved_dim):
             g = g.unsqueeze(d + 1)
-    elif type(node).__name__ == "SumBackward0":
+    elif type(node).__name__ in ("SumBackward0", "MeanBackward0"):
         g = g.reshape(g.shape[0], *([1] * len(sizes)))
     return [g.expand(g.shape[0], *sizes)]
+
+
+def _mean(node, g, wanted, edges):
+    count = math.prod(_sizes(node)) // max(g[0].numel(), 1)  # elements averaged into each output
+    return [_sum(node, g / count, wanted, edges)[0]]
+
+
+def _expand(node, g, wanted, edges):
+    return [_reduce_to(g, _sizes(node))]
+
+
+def _div(node, g, wanted, edges):
+    other = node._saved_other
+    out: list[torch.Tensor | None] = [None, None]
+    if wanted[0]:
+        out[0] = _reduce_to(g / other, _shape(edges[0]))
+    if wanted[1]:
+        out[1] = _reduce_to(-g * node._saved_self / (other * other), _shape(edges[1]))
+    return out
+
+
+def _neg(node, g, wanted, edges):
+    return [-g]
+
+
+def _signed(v: int) -> int:
+    """A saved integer (PyTorch stores negative ones as unsigned 64-bit) with its sign."""
+    return v - 2**64 if v >= 2**63 else v
+
+
+def _slice(node, g, wanted, edges):
+    sizes = _sizes(node)
+    index = [slice(None)] * (len(sizes) + 1)
+    index[_dim(node._saved_dim, len(sizes)) + 1] = slice(
+        _signed(node._saved_start), _signed(node._saved_end), _signed(node._saved_step)
+    )
+    out = g.new_zeros((g.shape[0], *sizes))
+    out[tuple(index)] = g
+    return [out]
+
+
+def _select(node, g, wanted, edges):
+    sizes = _sizes(node)
+    out = g.new_zeros((g.shape[0], *sizes))
+    out.select(_dim(node._saved_dim, len(sizes)) + 1, _signed(node._saved_index)).copy_(g)
+    return [out]
+
+
+# ------------------------------------------------------------------------------ normalisation rules
+def _normalised(g: torch.Tensor, x_hat: torch.Tensor, scale: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """∂/∂x of a normalisation y = x̂ (x̂ = (x − mean)·rstd over ``dims``) for each of the K rows of g:
+    rstd · (g − mean(g) − x̂ · mean(g x̂)), the means over ``dims`` of each row; ``scale``: rstd
+    (times the affine weight) broadcast to x."""
+    return scale * (g - g.mean(dims, keepdim=True) - x_hat * (g * x_hat).mean(dims, keepdim=True))
+
+
+def _layer_norm(node, g, wanted, edges):
+    """LayerNorm: statistics of each sample over its last len(normalized_shape) dimensions."""
+    x, mean, rstd = node._saved_input, node._saved_result1, node._saved_result2
+    weight = node._saved_weight
+    x_hat = (x - mean) * rstd
+    m = len(node._saved_normalized_shape)
+    norm_dims = tuple(range(g.dim() - m, g.dim()))
+    batch_dims = tuple(range(1, g.dim() - m))
+    out: list[torch.Tensor | None] = [None, None, None]
+    if wanted[0]:
+        gw = g if weight is None else g * weight
+        out[0] = _normalised(gw, x_hat, rstd, norm_dims)
+    if wanted[1]:
+        out[1] = (g * x_hat).sum(batch_dims) if batch_dims else g * x_hat
+    if wanted[2]:
+        out[2] = g.sum(batch_dims) if batch_dims else g
+    return out
+
+
+def _batch_norm(node, g, wanted, edges):
+    """BatchNorm: per-channel (axis 1) statistics over the batch and spatial axes, of the batch in
+    training mode (each task's row differentiated through them) or the running ones in eval mode."""
+    x, weight, eps = node._saved_input, node._saved_weight, node._saved_eps
+    shape = (1, -1) + (1,) * (x.dim() - 2)  # a (C,) vector broadcast along x's channel axis
+    if node._saved_training:
+        mean, invstd = node._saved_result1, node._saved_result2
+    else:
+        mean, invstd = node._saved_running_mean, torch.rsqrt(node._saved_running_var + eps)
+    x_hat = (x - mean.view(shape)) * invstd.view(shape)
+    reduced = (1, *range(3, g.dim()))  # every axis of each row but the channels
+    out: list[torch.Tensor | None] = [None, None, None]
+    if wanted[0]:
+        scale = invstd if weight is None else invstd * weight
+        if node._saved_training:
+            out[0] = _normalised(g, x_hat, scale.view(shape), reduced)
+        else:
+            out[0] = g * scale.view(shape)
+    if wanted[1]:
+        out[1] = (g * x_hat).sum(reduced)
+    if wanted[2]:
+        out[2] = g.sum(reduced)
+    return out
 
 
 def _softmax(node, g, wanted, edges):
@@ -491,6 +591,15 @@ _HANDLERS: dict[str, Callable] = {
     "CatBackward0": _cat,
     "SumBackward0": _sum,
     "SumBackward1": _sum,
+    "MeanBackward0": _mean,
+    "MeanBackward1": _mean,
+    "ExpandBackward0": _expand,
+    "DivBackward0": _div,
+    "NegBackward0": _neg,
+    "SliceBackward0": _slice,
+    "SelectBackward0": _select,
+    "NativeLayerNormBackward0": _layer_norm,
+    "NativeBatchNormBackward0": _batch_norm,
     "SoftmaxBackward0": _softmax,
     "BmmBackward0": _bmm,
     "EmbeddingBackward0": _embedding,
