@@ -236,7 +236,8 @@ def test_auto_stops_trying_the_direct_engine_once_it_declines_a_model(method, mo
 
 def _random_case(seed):
     """A random MLP trunk (1-3 layers, ReLU / in-place ReLU / tanh / sigmoid / GELU / SiLU / leaky ReLU,
-    with or without bias and dropout), 5-6 heads of depth 0-2, and per-task MSE, L1 or cross-entropy losses."""
+    with or without bias, LayerNorm or BatchNorm, and dropout), 5-6 heads of depth 0-2, and per-task MSE,
+    L1 or cross-entropy losses."""
     g = torch.Generator().manual_seed(seed)
 
     def pick(options):
@@ -251,7 +252,8 @@ def _random_case(seed):
     widths = [6] + [int(torch.randint(3, 9, (1,), generator=g)) for _ in range(pick([1, 2, 3]))]
     layers = []
     for a, b in itertools.pairwise(widths):
-        layers += [nn.Linear(a, b, bias=pick([True, False])), activation()]
+        norm = pick([None, None, nn.LayerNorm, nn.BatchNorm1d])
+        layers += [nn.Linear(a, b, bias=pick([True, False])), norm(b) if norm else nn.Identity(), activation()]
     if pick([True, False]):
         layers.append(nn.Dropout(0.2))
     trunk = nn.Sequential(*layers).train()
