@@ -15,6 +15,9 @@ profiler's allocation events; the CPU allocator has no peak counter).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -285,10 +288,28 @@ def _if_it_runs(step: Callable[[], None]) -> Callable[[], None] | None:
     return step
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hide what the profiler's native code prints on file descriptor 2 (a start/stop line per profile in
+    some PyTorch builds), which Python's ``sys.stderr`` redirection cannot catch."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def peak_step_memory(step: Callable[[], None]) -> int:
     """Peak of the running sum of tensor allocations during one step (bytes): each op's own net
     allocation plus the profiler's stand-alone free events, in time order."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _native_stderr_silenced(),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         step()
     current = peak = 0
     for e in sorted(prof.events(), key=lambda e: e.time_range.start):
