@@ -27,3 +27,16 @@ def test_reproduce_maxl_prints_the_table_and_the_label_grid(tmp_path):
     for variant in ("single", "human", "maxl", "maxl-fo"):
         assert f"  {variant}" in proc.stdout
     assert (tmp_path / "maxl_generated_labels.png").stat().st_size > 5_000
+
+
+def test_balancing_cost_benchmark_prints_its_table_and_checks_its_hand_written_references():
+    """A few steps of benchmarks/balancing_cost.py: it runs, prints a ratio for each method and both hand-
+    written MGDA references (each is checked against polytask's MGDA update before timing, and the script
+    stops on a mismatch), and the arithmetic floor."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "balancing_cost.py"), "--rounds", "1", "--steps", "1"]
+    proc = subprocess.run([*cmd, "--methods", "mgda,pcgrad"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    assert {"ew", "mgda", "pcgrad", "(G", "(hand-written"} <= rows
+    assert "(hand-written, autograd heads)" in proc.stdout and "arithmetic floor" in proc.stdout
+    assert "CNN" in proc.stdout and "profiler_start" not in proc.stderr
