@@ -34,6 +34,14 @@ def _assert_same(d, b):
         assert torch.allclose(x, y, atol=1e-12, rtol=1e-10), (x - y).abs().max()
 
 
+def _assert_direct_equals_vmap_under_linear_heads(z, shared_params, n_tasks=3):
+    """``n_tasks`` linear heads on the shared output z with squared-error losses: the direct engine's
+    per-task gradients of the shared parameters and the heads equal the vmapped backward's."""
+    heads = nn.ModuleList(nn.Linear(z.shape[-1], 1) for _ in range(n_tasks))
+    losses = torch.stack([(hd(z)[..., 0] - k).pow(2).mean() for k, hd in enumerate(heads)])
+    _assert_same(*_both(losses, [*shared_params, *heads.parameters()]))
+
+
 def _mlp(activation, bias=True, dropout=0.0):
     layers = [nn.Linear(6, 9, bias=bias), activation(), nn.Linear(9, 7, bias=bias), activation()]
     if dropout:
@@ -316,10 +324,9 @@ def test_direct_equals_vmap_on_residual_blocks_and_broadcast_sums():
     h = torch.relu(first(torch.randn(8, 6)))
     h = torch.relu(h + block(h))  # residual connection
     z = torch.tanh(torch.sub(h, skip(h), alpha=0.5) + shift)
-    heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(3))
-    losses = torch.stack([(hd(z)[:, 0] - k).pow(2).mean() for k, hd in enumerate(heads)])
-    params = [*first.parameters(), *block.parameters(), *skip.parameters(), shift, *heads.parameters()]
-    _assert_same(*_both(losses, params))
+    _assert_direct_equals_vmap_under_linear_heads(
+        z, [*first.parameters(), *block.parameters(), *skip.parameters(), shift]
+    )
 
 
 def test_the_direct_engine_error_names_the_operation_it_has_no_rule_for():
@@ -436,10 +443,8 @@ def test_direct_equals_vmap_through_normalisation_layers(norm, positions):
     x = torch.randn(8, 5, 6) if positions else torch.randn(8, 6)
     h = nn.functional.gelu(normalise(norm1, first(x)))
     z = normalise(norm2, second(h)) + h
-    heads = nn.ModuleList(nn.Linear(7, 1) for _ in range(3))
-    losses = torch.stack([(hd(z) - k).pow(2).mean() for k, hd in enumerate(heads)])
     params = [*first.parameters(), *second.parameters(), *norm1.parameters(), *norm2.parameters()]
-    _assert_same(*_both(losses, [*params, *heads.parameters()]))
+    _assert_direct_equals_vmap_under_linear_heads(z, params)
 
 
 def test_direct_equals_vmap_through_slices_selections_means_expansions_and_divisions():
@@ -451,10 +456,9 @@ def test_direct_equals_vmap_through_slices_selections_means_expansions_and_divis
     b = right(h[:, -4:-1])  # negative bounds
     z = a / scale + (-b) / 3 + h[:, 5:6].expand(8, 5) * h.mean(1, keepdim=True) + h[-1, :5] + h.mean()
     z = torch.sigmoid(z + h[:, 2].mean(0))  # a selected column, averaged over the batch
-    heads = nn.ModuleList(nn.Linear(5, 1) for _ in range(3))
-    losses = torch.stack([(hd(z)[:, 0] - k).pow(2).mean() for k, hd in enumerate(heads)])
-    params = [*first.parameters(), *left.parameters(), *right.parameters(), scale, *heads.parameters()]
-    _assert_same(*_both(losses, params))
+    _assert_direct_equals_vmap_under_linear_heads(
+        z, [*first.parameters(), *left.parameters(), *right.parameters(), scale]
+    )
 
 
 def test_direct_equals_vmap_when_heads_select_from_a_tensor_a_shared_layer_reads():
