@@ -1,6 +1,8 @@
 """Gradient balancers end to end: engines, rep-grad mode, task-specific parameters, GradNorm by hand,
 solver failures and bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -281,3 +283,124 @@ def test_non_finite_per_task_gradients_raise_a_clear_error():
     assert torch.isfinite(losses).all()
     with pytest.raises(pt.NonFiniteGradientError, match="NaN or inf"):
         pt.balancing.create("mgda", tasks=3).backward(losses, list(layer.parameters()))
+
+
+class _NumpyTanh(torch.autograd.Function):
+    """tanh whose backward goes through NumPy: vmap cannot run it (no batching rule), the loop can."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return torch.from_numpy(g.numpy() * (1 - y.numpy() ** 2))
+
+
+def _numpy_trunk_losses(seed=0):
+    """A trunk whose middle layer vmap cannot run, so a vmapped backward fails part-way (after the top
+    layers freed their buffers), and three squared-error task losses."""
+    torch.manual_seed(seed)
+    first, second = nn.Linear(6, 8), nn.Linear(8, 8)
+    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(3))
+    x = torch.randn(16, 6)
+
+    def losses():
+        z = torch.relu(second(_NumpyTanh.apply(first(x))))
+        return torch.stack([((h(z)[:, 0] - k) ** 2).mean() for k, h in enumerate(heads)])
+
+    return [*first.parameters(), *second.parameters()], list(heads.parameters()), losses
+
+
+@pytest.mark.parametrize("method", ["mgda", "upgrad", "gradnorm"])
+def test_auto_falls_back_to_the_loop_when_vmap_fails_part_way(method):
+    """The first step keeps the graph through the vmapped attempt, so the loop still runs on it (one
+    warning); later steps go to the loop directly. The updates equal engine='loop''s."""
+    grads = {}
+    for engine in ("auto", "loop"):
+        shared, heads, losses = _numpy_trunk_losses()
+        options = {"layer": 0} if method == "gradnorm" else {}  # GradNorm's W: below the NumPy layer
+        balancer = pt.balancing.create(method, tasks=3, engine=engine, **options)
+        for step in range(2):
+            for p in [*shared, *heads]:
+                p.grad = None
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                balancer.backward(losses(), shared)
+            fell_back = [w for w in caught if "batched backward unavailable" in str(w.message)]
+            assert len(fell_back) == (engine == "auto" and step == 0)
+            if method != "gradnorm":
+                assert balancer.engine_used == "loop"
+        grads[engine] = [p.grad.clone() for p in [*shared, *heads]]
+    for a, b in zip(grads["auto"], grads["loop"]):
+        assert torch.allclose(a, b, atol=1e-7)
+
+
+def test_a_part_way_vmap_failure_without_the_kept_graph_is_a_clear_error():
+    shared, _, losses = _numpy_trunk_losses()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(PolytaskError, match=r"failed part-way.*pass engine='loop'"):
+            jac.task_gradients(losses(), shared, "auto")
+        grads, used = jac.task_gradients(losses(), shared, "auto", keep_for_fallback=True)
+    assert used == "loop" and all(torch.isfinite(g).all() for g in grads)
+
+
+def _compiled_encoder_losses(backend="aot_eager"):
+    """An encoder compiled with ``backend``, three linear heads, and a function giving the stacked
+    squared-error losses and z of a forward pass through the compiled or the plain encoder."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU())
+    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(3))
+    x = torch.randn(32, 6)
+    torch._dynamo.reset()
+    compiled = torch.compile(encoder, backend=backend)
+
+    def losses(compiled_encoder=True):
+        z = (compiled if compiled_encoder else encoder)(x)
+        return torch.stack([((h(z)[:, 0] - k) ** 2).mean() for k, h in enumerate(heads)]), z
+
+    return encoder, heads, losses
+
+
+def test_gradient_methods_refuse_compiled_code_that_several_tasks_cross():
+    """Per-task gradients would run a compiled backward once per task; PyTorch does not support that
+    reliably, so the step stops with an error that says what to do, for every method and engine."""
+    encoder, heads, losses = _compiled_encoder_losses()
+    shared = list(encoder.parameters())
+    for method, options in [("mgda", {}), ("upgrad", {"engine": "loop"}), ("pcgrad", {}), ("gradnorm", {})]:
+        stacked, _ = losses()
+        with pytest.raises(PolytaskError, match=r"cross 1 torch.compile'd part.*rep_grad=True"):
+            pt.balancing.create(method, tasks=3, **options).backward(stacked, shared)
+    # rep-grad mode crosses the compiled encoder once (the combined backward of z): it runs, as in eager mode
+    steps = []
+    for compiled_encoder in (True, False):
+        for p in [*shared, *heads.parameters()]:
+            p.grad = None
+        stacked, z = losses(compiled_encoder)
+        pt.balancing.create("mgda", tasks=3, rep_grad=True).backward(stacked, shared, representation=z)
+        steps.append([p.grad.clone() for p in [*shared, *heads.parameters()]])
+    for a, b in zip(*steps):
+        assert torch.allclose(a, b, atol=1e-6)
+    stacked, _ = losses()
+    pt.balancing.create("ew", tasks=3).backward(stacked)  # one backward: no per-task passes
+
+
+@pytest.mark.slow
+def test_the_loop_engine_names_donated_buffers_of_inductor_code():
+    """Called directly on a graph with inductor code (donated buffers: its backward may run once), the
+    engine's error says so instead of PyTorch's bare one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # with one thread inductor compiled this encoder without donated buffers
+    try:
+        encoder, _, losses = _compiled_encoder_losses("inductor")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(PolytaskError, match="donated buffers"):
+                jac.task_gradients(losses()[0], list(encoder.parameters()), "loop")
+    finally:
+        torch.set_num_threads(threads)
+        torch._dynamo.reset()

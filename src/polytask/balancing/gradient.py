@@ -72,9 +72,10 @@ class GradientBalancer(Balancer):
         self.engine = engine
         self.factored = factored
         self.engine_used: str | None = None
-        self._direct_declined = False  # engine='auto': the direct engine declined this model's graph once
+        self._auto = jac.AutoEngine()  # what engine='auto' learned about this model
         self.scale_heads = bool(scale_heads)
         self._checked_coverage = False
+        self._checked_compiled = False
 
     # ------------------------------------------------------------------ what subclasses provide
     def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
@@ -134,21 +135,21 @@ class GradientBalancer(Balancer):
                 )
             targets = shared
         heads = self._heads(stacked, shared, task_params, representation)
+        if not self._checked_compiled:  # once: no compiled code that several per-task backwards would cross
+            self._checked_compiled = True
+            jac.check_compiled_regions(stacked, self.name, representation if self.rep_grad else None)
         distributed = jac.world_size() > 1
         factored = "never" if self.rep_grad else self.factored
-        try_direct = not self._direct_declined
         jacobian, head_grads, self.engine_used = jac.task_jacobian(
             stacked,
             targets,
             heads,
-            self.engine,
-            factored,
+            factored=factored,
             retain_graph=self.rep_grad,
             must_use=int(self.rep_grad),
-            try_direct=try_direct,
+            **self._auto.options(self.engine),
         )
-        if self.engine == "auto" and try_direct and len(stacked) >= jac.DIRECT_FROM_TASKS:
-            self._direct_declined = self.engine_used != "direct"
+        self._auto.learn(self.engine, len(stacked), self.engine_used)
         global_losses = stacked.detach().clone()
         # per-task gradients of parameters are averaged over processes (= the global batch's); gradients
         # w.r.t. z belong to each rank's own samples and stay local (aggregate() combines their Gram matrices)
@@ -642,7 +643,8 @@ class GradNorm(Balancer):
         self.alpha, self.layer, self.engine = float(alpha), int(layer), engine
         self.loss_weights = nn.Parameter(torch.ones(self.num_tasks))
         self.initial: list[float] | None = None
-        self._direct_declined = False  # engine='auto': the direct engine declined this model's graph once
+        self._auto = jac.AutoEngine()  # what engine='auto' learned about this model
+        self._checked_compiled = False
 
     def backward(
         self,
@@ -665,11 +667,11 @@ class GradNorm(Balancer):
             self.loss_weights.clamp_(min=1e-8)
             self.loss_weights.mul_(self.num_tasks / self.loss_weights.sum())
         w = self.loss_weights.detach().clone()
-        (gW,), used = jac.task_gradients(
-            stacked, [W], self.engine, retain_graph=True, try_direct=not self._direct_declined
-        )
-        if self.engine == "auto" and not self._direct_declined and len(stacked) >= jac.DIRECT_FROM_TASKS:
-            self._direct_declined = used != "direct"
+        if not self._checked_compiled:  # once: no compiled code that the K backwards to W would all cross
+            self._checked_compiled = True
+            jac.check_compiled_regions(stacked, self.name)
+        (gW,), used = jac.task_gradients(stacked, [W], retain_graph=True, **self._auto.options(self.engine))
+        self._auto.learn(self.engine, len(stacked), used)
         global_losses = stacked.detach().clone()
         jac.all_reduce_mean([gW, global_losses])
         if self.initial is None:

@@ -52,12 +52,17 @@ def task_gradients(
     retain_graph: bool = False,
     must_use: int = 0,
     try_direct: bool = True,
+    keep_for_fallback: bool = False,
 ) -> tuple[list[torch.Tensor], str]:
     """Per-task gradients of ``losses`` (K,) w.r.t. each of ``inputs``: a list of (K, *x.shape) tensors
     (zeros where an input does not influence a loss), and the engine actually used. The first
     ``must_use`` inputs must be in the losses' graph (e.g. the representation z): else an error.
     ``engine='auto'`` with K >= ``DIRECT_FROM_TASKS`` tries the direct engine first (``try_direct=False``
-    skips that, e.g. once it has declined a model's graph)."""
+    skips that, e.g. once it has declined a model's graph). When the vmapped backward fails (an operation
+    vmap cannot run), ``auto`` falls back to the loop; vmap may fail part-way, after the graph's first
+    nodes freed their buffers, so ``keep_for_fallback=True`` keeps the graph through the attempt (a
+    balancer's first step on a model, see :class:`AutoEngine`), and without it such a failure is an error
+    that says to use the loop."""
     if engine not in ENGINES:
         raise PolytaskError(f"unknown gradient engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if not inputs:
@@ -75,19 +80,72 @@ def task_gradients(
             "per-task scalars, and shared layers made of the operations listed in polytask.balancing.direct); "
             "use engine='batched' or 'loop'"
         )
+    batched_failure, graph_kept = None, True
     if engine in ("auto", "batched"):
+        graph_kept = retain_graph or (engine == "auto" and keep_for_fallback)
         try:
-            return _batched(losses, inputs, retain_graph, must_use), "batched"
+            return _batched(losses, inputs, graph_kept, must_use), "batched"
         except RuntimeError as exc:
             if engine == "batched":
                 raise PolytaskError(f"the batched gradient engine cannot run on this graph: {exc}") from exc
+            batched_failure = str(exc).splitlines()[0][:200]
             warnings.warn(
-                f"per-task gradients: batched backward unavailable ({str(exc).splitlines()[0][:200]}); "
+                f"per-task gradients: batched backward unavailable ({batched_failure}); "
                 "using the loop engine (same numbers, K backwards)",
                 RuntimeWarning,
                 stacklevel=3,
             )
-    return _loop(losses, inputs, retain_graph, must_use), "loop"
+    try:
+        return _loop(losses, inputs, retain_graph, must_use), "loop"
+    except RuntimeError as exc:
+        raise _loop_error(exc, batched_failure, graph_kept) from exc
+
+
+def _loop_error(exc: RuntimeError, batched_failure: str | None, graph_kept: bool) -> Exception:
+    """A clear error for the loop engine's known failures; ``exc`` itself otherwise."""
+    if "donated buffer" in str(exc):
+        return PolytaskError(
+            "per-task gradients need one backward per task through the model (vmap cannot enter compiled "
+            "code), but a torch.compile'd part of it was compiled with donated buffers, whose backward can run "
+            "only once: keep compiled code out of the layers several tasks share (see check_compiled_regions)"
+        )
+    if batched_failure is not None and not graph_kept:
+        return PolytaskError(
+            f"the batched gradient engine failed part-way on this graph ({batched_failure}) after freeing some of "
+            "its buffers, so the loop engine cannot run on this step either: pass engine='loop' for this model"
+        )
+    return exc
+
+
+class AutoEngine:
+    """What ``engine='auto'`` learned about one model over a balancer's steps, so that later steps skip
+    what failed: the direct engine declined its graph (K >= ``DIRECT_FROM_TASKS``), or the vmapped
+    backward failed on it (later steps use the loop). The first step keeps the graph through the vmapped
+    attempt, so that the loop still has a whole graph if it fails part-way. An explicit engine is
+    passed through unchanged."""
+
+    def __init__(self):
+        self.direct_declined = False
+        self.loop_only = False
+        self.steps = 0
+
+    def options(self, engine: str) -> dict:
+        """Keyword arguments for :func:`task_gradients` / :func:`task_jacobian` on this step."""
+        if engine != "auto":
+            return {"engine": engine}
+        return {
+            "engine": "loop" if self.loop_only else "auto",
+            "try_direct": not self.direct_declined,
+            "keep_for_fallback": self.steps == 0,
+        }
+
+    def learn(self, engine: str, n_tasks: int, used: str) -> None:
+        """Record the engine this step used (asked for ``engine``)."""
+        if engine == "auto":
+            if n_tasks >= DIRECT_FROM_TASKS and not self.direct_declined and not self.loop_only:
+                self.direct_declined = used != "direct"
+            self.loop_only = self.loop_only or used == "loop"
+        self.steps += 1
 
 
 def _direct(
@@ -298,6 +356,7 @@ def task_jacobian(
     retain_graph: bool = False,
     must_use: int = 0,
     try_direct: bool = True,
+    keep_for_fallback: bool = False,
 ) -> tuple[TaskJacobian, list[torch.Tensor], str]:
     """Per-task gradients of ``targets`` as a :class:`TaskJacobian` and of ``others`` (e.g. the heads) as
     dense (K, *x.shape) rows, in one backward, and the engine used. ``factored``: which linear layers
@@ -325,6 +384,7 @@ def task_jacobian(
         retain_graph=retain_graph,
         must_use=len(edges) + must_use if must_use else 0,
         try_direct=try_direct,
+        keep_for_fallback=keep_for_fallback,
     )
     deltas, rest = grads[: len(edges)], grads[len(edges) :]
     dense: list[torch.Tensor | None] = [None] * len(targets)
@@ -467,3 +527,38 @@ def graph_leaves(root: torch.Tensor, stop_at: torch.Tensor | None = None) -> lis
             continue
         stack.extend(next_node for next_node, _ in node.next_functions)
     return leaves
+
+
+def check_compiled_regions(losses: torch.Tensor, who: str, stop_at: torch.Tensor | None = None) -> None:
+    """Raise a :class:`PolytaskError` when the per-task backward passes would cross a torch.compile'd part
+    of the graph (a ``CompiledFunctionBackward`` node) for two or more tasks (for every task, when the
+    losses are not a stack of per-task scalars), not counting what lies below ``stop_at`` (the
+    representation in rep-grad mode, crossed once by the combined backward). PyTorch's compiled backward
+    may run only once (donated buffers); where it runs again, inductor code returned wrong gradients in
+    polytask's tests (PyTorch 2.13, CPU, 2 threads), so such a graph is refused rather than risked."""
+    K = losses.shape[0] if losses.dim() == 1 else 1
+    if K < 2:
+        return
+    roots = _task_outputs(losses)
+    starts = [losses.grad_fn] if roots is None else [r[0].node for r in roots if r is not None]
+    stop = stop_at.grad_fn if stop_at is not None else None
+    crossings: dict[object, int] = {}
+    for start in starts:
+        seen, stack = set(), [start]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen or node is stop:
+                continue
+            seen.add(node)
+            if type(node).__name__ == "CompiledFunctionBackward":
+                crossings[node] = crossings.get(node, 0) + (K if roots is None else 1)
+            stack.extend(child for child, _ in node.next_functions)
+    shared = sum(count >= 2 for count in crossings.values())
+    if shared:
+        raise PolytaskError(
+            f"{who}: the gradients of several tasks cross {shared} torch.compile'd part(s) of the model, so "
+            "per-task gradients need one backward per task through compiled code, which PyTorch does not "
+            "support reliably (with donated buffers it raises; without them inductor returned wrong gradients "
+            "in polytask's tests). Compile only task-specific parts, use rep_grad=True with the compiled "
+            "encoder below the representation (it is then crossed once), or use a loss weighting"
+        )
