@@ -199,8 +199,10 @@ class _Graph:
         pending: dict[object, dict[int, torch.Tensor]] = {}
         for (node, nr), per_task in captured.items():
             pending.setdefault(node, {})[nr] = _stack_rows(per_task, K)
+        captured.clear()  # the per-task pieces, now stacked: not kept through the shared part
         for slot, (task, g) in self.head_results.items():
             results[slot] = _stack_rows({task: g}, K)
+        self.head_results.clear()
         for node in self.shared:
             grads = pending.pop(node, None)
             if not grads:

@@ -11,11 +11,11 @@ is ∂L_k/∂x. Three engines give the same numbers:
   ``torch.autograd.grad(L, xs, grad_outputs=I_K, is_grads_batched=True)`` (vmap over the backward);
 - ``loop``: K ordinary backwards (for graphs whose ops have no batching rule).
 
-``auto`` uses ``direct`` where it applies and there are at least ``DIRECT_FROM_TASKS`` tasks (a vmapped
-backward runs every head for all K rows and sums K (K, ...) tensors where they meet; with fewer tasks
-the direct engine's Python bookkeeping costs about what it saves: ``benchmarks/engine_heads.py``), else
-``batched``, and falls back to ``loop`` (with one warning naming the reason) when the graph cannot be
-batched.
+``auto`` uses ``direct`` on the CPU where it applies and there are at least ``DIRECT_FROM_TASKS`` tasks
+(a vmapped backward runs every head for all K rows and sums K (K, ...) tensors where they meet; with
+fewer tasks the direct engine's Python bookkeeping costs about what it saves:
+``benchmarks/engine_heads.py``), else ``batched``, and falls back to ``loop`` (with one warning naming the
+reason) when the graph cannot be batched.
 
 From the per-input rows :func:`gramian` forms G = J Jᵀ without concatenating J, and :func:`combine` forms
 Jᵀw per input, so methods that need only G never materialise a flat K x P matrix.
@@ -57,17 +57,19 @@ def task_gradients(
     """Per-task gradients of ``losses`` (K,) w.r.t. each of ``inputs``: a list of (K, *x.shape) tensors
     (zeros where an input does not influence a loss), and the engine actually used. The first
     ``must_use`` inputs must be in the losses' graph (e.g. the representation z): else an error.
-    ``engine='auto'`` with K >= ``DIRECT_FROM_TASKS`` tries the direct engine first (``try_direct=False``
-    skips that, e.g. once it has declined a model's graph). When the vmapped backward fails (an operation
-    vmap cannot run), ``auto`` falls back to the loop; vmap may fail part-way, after the graph's first
-    nodes freed their buffers, so ``keep_for_fallback=True`` keeps the graph through the attempt (a
-    balancer's first step on a model, see :class:`AutoEngine`), and without it such a failure is an error
-    that says to use the loop."""
+
+    ``engine='auto'`` with K >= ``DIRECT_FROM_TASKS`` on the CPU (where it was measured faster; it holds
+    more memory than vmap, which frees saved activations as it goes) tries the direct engine first
+    (``try_direct=False`` skips that, e.g. once it has declined a model's graph). When the vmapped
+    backward fails (an operation vmap cannot run), ``auto`` falls back to the loop. vmap may fail
+    part-way, after the graph's first nodes freed their buffers, so ``keep_for_fallback=True`` keeps the
+    graph through the attempt (a balancer's first step on a model, see :class:`AutoEngine`); without it
+    such a failure is an error that says to use the loop."""
     if engine not in ENGINES:
         raise PolytaskError(f"unknown gradient engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if not inputs:
         return [], "batched" if engine == "auto" else engine
-    if engine == "auto" and try_direct and losses.shape[0] >= DIRECT_FROM_TASKS:
+    if engine == "auto" and try_direct and losses.shape[0] >= DIRECT_FROM_TASKS and losses.device.type == "cpu":
         grads = _direct(losses, inputs, retain_graph, must_use)
         if not isinstance(grads, str):
             return grads, "direct"
