@@ -404,3 +404,18 @@ def test_the_loop_engine_names_donated_buffers_of_inductor_code():
     finally:
         torch.set_num_threads(threads)
         torch._dynamo.reset()
+
+
+def test_the_first_step_frees_the_graph_it_kept_for_a_fallback():
+    """The graph kept through the first vmapped attempt is freed once that attempt succeeds, as a plain
+    backward would free it: this step's activations do not outlive it."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh())
+    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(3))
+    balancer = pt.balancing.create("mgda", tasks=3, factored="never")
+    z = encoder(torch.randn(16, 6))
+    losses = torch.stack([((h(z)[:, 0] - k) ** 2).mean() for k, h in enumerate(heads)])
+    balancer.backward(losses, list(encoder.parameters()))
+    assert balancer.engine_used == "batched"
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        torch.autograd.grad(losses.sum(), list(encoder.parameters()))

@@ -86,7 +86,10 @@ def task_gradients(
     if engine in ("auto", "batched"):
         graph_kept = retain_graph or (engine == "auto" and keep_for_fallback)
         try:
-            return _batched(losses, inputs, graph_kept, must_use), "batched"
+            grads = _batched(losses, inputs, graph_kept, must_use)
+            if graph_kept and not retain_graph:  # kept only for a fallback that was not needed
+                _release(losses, inputs)
+            return grads, "batched"
         except RuntimeError as exc:
             if engine == "batched":
                 raise PolytaskError(f"the batched gradient engine cannot run on this graph: {exc}") from exc
@@ -101,6 +104,12 @@ def task_gradients(
         return _loop(losses, inputs, retain_graph, must_use), "loop"
     except RuntimeError as exc:
         raise _loop_error(exc, batched_failure, graph_kept) from exc
+
+
+def _release(losses: torch.Tensor, inputs: Sequence[torch.Tensor | GradientEdge]) -> None:
+    """Free the buffers a vmapped backward would have freed (the graph was kept for a fallback), so that
+    the activations of this step do not outlive it: one plain backward through the same nodes."""
+    torch.autograd.grad(losses, list(inputs), torch.ones_like(losses), allow_unused=True)
 
 
 def _loop_error(exc: RuntimeError, batched_failure: str | None, graph_kept: bool) -> Exception:
