@@ -159,7 +159,7 @@ def test_direct_declines_graphs_it_does_not_handle():
     assert "no rule for: CumsumBackward0" in direct.per_task_gradients(jac._task_outputs(losses), inputs, True)
     # losses that are not a stack of scalars
     z = trunk(torch.randn(8, 6))
-    reason = jac._direct(z[:, :3].pow(2).mean(0), list(trunk.parameters()), True, 0)
+    reason = jac._direct(z[:, :3].pow(2).mean(0), list(trunk.parameters()), True)
     assert reason == "the losses are not a stack of scalars"
 
 
@@ -401,7 +401,7 @@ def test_direct_embedding_rule_skips_the_padding_row_and_declines_frequency_scal
             _assert_same(d, b)
             assert d[0][:, 0].abs().max() == 0
         else:
-            assert "scale_grad_by_freq" in jac._direct(losses, [table.weight], True, 0)
+            assert "scale_grad_by_freq" in jac._direct(losses, [table.weight], True)
 
 
 def _randomised(module: nn.Module) -> nn.Module:

@@ -419,3 +419,17 @@ def test_the_first_step_frees_the_graph_it_kept_for_a_fallback():
     assert balancer.engine_used == "batched"
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         torch.autograd.grad(losses.sum(), list(encoder.parameters()))
+
+
+@pytest.mark.parametrize("engine", ["auto", "batched", "loop", "direct"])
+@pytest.mark.parametrize("method", ["mgda", "upgrad", "pcgrad", "gradnorm"])
+def test_shared_parameters_the_losses_do_not_reach_are_an_error_not_a_silent_zero_update(method, engine):
+    """A detached representation cuts the encoder off: the gradient methods would leave it untrained."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
+    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(3))
+    z = encoder(torch.randn(16, 6)).detach()
+    losses = torch.stack([((h(z)[:, 0] - k) ** 2).mean() for k, h in enumerate(heads)])
+    balancer = pt.balancing.create(method, tasks=3, engine=engine)
+    with pytest.raises(PolytaskError, match=r"shared parameter.* influences the losses"):
+        balancer.backward(losses, list(encoder.parameters()))

@@ -670,7 +670,8 @@ class GradNorm(Balancer):
         if not self._checked_compiled:  # once: no compiled code that the K backwards to W would all cross
             self._checked_compiled = True
             jac.check_compiled_regions(stacked, self.name)
-        (gW,), used = jac.task_gradients(stacked, [W], retain_graph=True, **self._auto.options(self.engine))
+        options = self._auto.options(self.engine)
+        (gW,), used = jac.task_gradients(stacked, [W], retain_graph=True, reach_any=1, **options)
         self._auto.learn(self.engine, len(stacked), used)
         global_losses = stacked.detach().clone()
         jac.all_reduce_mean([gW, global_losses])

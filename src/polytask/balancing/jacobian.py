@@ -53,10 +53,12 @@ def task_gradients(
     must_use: int = 0,
     try_direct: bool = True,
     keep_for_fallback: bool = False,
+    reach_any: int = 0,
 ) -> tuple[list[torch.Tensor], str]:
     """Per-task gradients of ``losses`` (K,) w.r.t. each of ``inputs``: a list of (K, *x.shape) tensors
     (zeros where an input does not influence a loss), and the engine actually used. The first
-    ``must_use`` inputs must be in the losses' graph (e.g. the representation z): else an error.
+    ``must_use`` inputs must be in the losses' graph (e.g. the representation z), and at least one of
+    the first ``reach_any`` (e.g. the shared parameters): else an error, not a silent zero update.
 
     ``engine='auto'`` with K >= ``DIRECT_FROM_TASKS`` on the CPU (where it was measured faster; it holds
     more memory than vmap, which frees saved activations as it goes) tries the direct engine first
@@ -69,14 +71,19 @@ def task_gradients(
         raise PolytaskError(f"unknown gradient engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if not inputs:
         return [], "batched" if engine == "auto" else engine
+
+    def finish(grads: Sequence[torch.Tensor | None], used: str) -> tuple[list[torch.Tensor], str]:
+        _check_used([g is not None for g in grads], must_use, reach_any)
+        return [_zeros(losses.shape[0], x) if g is None else g for g, x in zip(grads, inputs)], used
+
     if engine == "auto" and try_direct and losses.shape[0] >= DIRECT_FROM_TASKS and losses.device.type == "cpu":
-        grads = _direct(losses, inputs, retain_graph, must_use)
+        grads = _direct(losses, inputs, retain_graph)
         if not isinstance(grads, str):
-            return grads, "direct"
+            return finish(grads, "direct")
     if engine == "direct":
-        grads = _direct(losses, inputs, retain_graph, must_use)
+        grads = _direct(losses, inputs, retain_graph)
         if not isinstance(grads, str):
-            return grads, "direct"
+            return finish(grads, "direct")
         raise PolytaskError(
             f"the direct gradient engine does not handle this graph ({grads}; it needs the losses as a stack of "
             "per-task scalars, and shared layers made of the operations listed in polytask.balancing.direct); "
@@ -86,10 +93,10 @@ def task_gradients(
     if engine in ("auto", "batched"):
         graph_kept = retain_graph or (engine == "auto" and keep_for_fallback)
         try:
-            grads = _batched(losses, inputs, graph_kept, must_use)
+            grads = _batched(losses, inputs, graph_kept)
             if graph_kept and not retain_graph:  # kept only for a fallback that was not needed
                 _release(losses, inputs)
-            return grads, "batched"
+            return finish(grads, "batched")
         except RuntimeError as exc:
             if engine == "batched":
                 raise PolytaskError(f"the batched gradient engine cannot run on this graph: {exc}") from exc
@@ -101,7 +108,7 @@ def task_gradients(
                 stacklevel=3,
             )
     try:
-        return _loop(losses, inputs, retain_graph, must_use), "loop"
+        return finish(_loop(losses, inputs, retain_graph), "loop")
     except RuntimeError as exc:
         raise _loop_error(exc, batched_failure, graph_kept) from exc
 
@@ -160,39 +167,38 @@ class AutoEngine:
 
 
 def _direct(
-    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool, must_use: int
-) -> list[torch.Tensor] | str:
-    """The direct engine's per-task gradients (:mod:`polytask.balancing.direct`), or why it does not apply."""
+    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool
+) -> list[torch.Tensor | None] | str:
+    """The direct engine's per-task gradients (None where none arrives; :mod:`polytask.balancing.direct`),
+    or why it does not apply."""
     roots = _task_outputs(losses)
     if roots is None:
         return "the losses are not a stack of scalars"
     out = direct.per_task_gradients(roots, inputs, retain_graph)
-    if isinstance(out, str):
-        return out
-    grads, used = out
-    _check_used(used, must_use)
-    K = losses.shape[0]
-    return [_zeros(K, x) if g is None else g for g, x in zip(grads, inputs)]
+    return out if isinstance(out, str) else out[0]
 
 
-def _check_used(used: Sequence[bool], must_use: int) -> None:
+def _check_used(used: Sequence[bool], must_use: int, reach_any: int = 0) -> None:
     if not all(used[:must_use]):
         raise PolytaskError(
             "the representation is not part of the losses' graph (a stale z from another forward pass, or a "
             "detached one?): pass the shared encoder output of this forward pass"
         )
+    if reach_any and not any(used[:reach_any]):
+        raise PolytaskError(
+            f"none of the {reach_any} shared parameter(s) influences the losses (a detached representation, or "
+            "another model's parameters?): they would get no update; pass the parameters the losses depend on"
+        )
 
 
-def _batched(
-    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool, must_use: int = 0
-) -> list[torch.Tensor]:
+def _batched(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor | None]:
     K = losses.shape[0]
     eye = torch.eye(K, dtype=losses.dtype, device=losses.device)
-    grads = torch.autograd.grad(
-        losses, inputs, grad_outputs=eye, retain_graph=retain_graph, allow_unused=True, is_grads_batched=True
+    return list(
+        torch.autograd.grad(
+            losses, inputs, grad_outputs=eye, retain_graph=retain_graph, allow_unused=True, is_grads_batched=True
+        )
     )
-    _check_used([g is not None for g in grads], must_use)
-    return [_zeros(K, x) if g is None else g for g, x in zip(grads, inputs)]
 
 
 def _edge_metadata(edge: GradientEdge):
@@ -231,9 +237,7 @@ def _task_outputs(losses: torch.Tensor) -> list | None:
     return outputs if len(outputs) == losses.shape[0] else None
 
 
-def _loop(
-    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool, must_use: int = 0
-) -> list[torch.Tensor]:
+def _loop(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor | None]:
     K = losses.shape[0]
     rows: list[list[torch.Tensor]] = [[] for _ in inputs]
     used = [False] * len(inputs)
@@ -250,8 +254,7 @@ def _loop(
         for i, (g, x) in enumerate(zip(grads, inputs)):
             used[i] = used[i] or g is not None
             rows[i].append(_zeros(1, x)[0] if g is None else g)
-    _check_used(used, must_use)
-    return [torch.stack(r) for r in rows]
+    return [torch.stack(r) if u else None for r, u in zip(rows, used)]
 
 
 def gramian(grads: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -396,6 +399,7 @@ def task_jacobian(
         must_use=len(edges) + must_use if must_use else 0,
         try_direct=try_direct,
         keep_for_fallback=keep_for_fallback,
+        reach_any=0 if must_use else len(edges) + len(plain),
     )
     deltas, rest = grads[: len(edges)], grads[len(edges) :]
     dense: list[torch.Tensor | None] = [None] * len(targets)
