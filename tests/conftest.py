@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -6,6 +8,7 @@ import torch
 
 # every test run gets its own cache (datasets, single-task baselines), never the user's
 os.environ["POLYTASK_CACHE"] = tempfile.mkdtemp(prefix="polytask-test-cache-")
+atexit.register(shutil.rmtree, os.environ["POLYTASK_CACHE"], ignore_errors=True)  # not left behind in /tmp
 torch.set_num_threads(1)
 
 

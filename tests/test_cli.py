@@ -246,3 +246,28 @@ def test_auxiliary_tasks_are_reported_but_not_selected_on(tmp_path, tiny_data):
     assert "sum (aux) mae" in board and "primary tasks only" in board
     with pytest.raises(pt.errors.TaskMismatchError, match="no task 'summ'"):
         tiny_data.with_auxiliary(["summ"])
+
+
+def test_compare_leaves_out_pairs_that_cannot_train_and_says_why(tmp_path, capsys):
+    """MGDA-UB needs one shared representation: MMoE has none. The grid runs every other pair and names
+    the missing one in the log, results.json and the leaderboard; a request with no runnable pair fails
+    before any training."""
+    cfg = {"dataset": "mmoe_synthetic", "dataset_options": {"n_train": 128, "n_val": 64, "n_test": 64}}
+    cfg = write_yaml(tmp_path / "r.yaml", {**cfg, "seeds": [0], "epochs": 1, "batch_size": 32})
+    out = tmp_path / "o"
+    args = ["compare", "--config", cfg, "--archs", "shared_bottom,mmoe", "--methods", "ew,mgda_ub"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "not run: mgda_ub / mmoe: mgda_ub works on the gradients w.r.t. one shared representation" in printed
+    results = json.loads((out / "results.json").read_text())
+    ran = {(r["method"], r["arch"]) for r in results["runs"]}
+    assert ran == {("ew", "shared_bottom"), ("ew", "mmoe"), ("mgda_ub", "shared_bottom")}
+    assert [(s["method"], s["arch"]) for s in results["not_run"]] == [("mgda_ub", "mmoe")]
+    assert "Not run (the method cannot train the architecture)" in (out / "leaderboard.md").read_text()
+    assert "mgda_ub / mmoe" in (out / "report.html").read_text()
+
+    none = tmp_path / "none"
+    assert main(["compare", "--config", cfg, "--archs", "mmoe", "--methods", "graddrop", "--out", str(none)]) == 2
+    err = capsys.readouterr().err
+    assert "no requested method can train a requested architecture" in err and "graddrop / mmoe" in err
+    assert not (none / "baselines").exists()

@@ -87,3 +87,26 @@ def test_model_errors():
         pt.models.create("resnet", tasks=[pt.Task("a")], input_shape=(1, 8, 8))
     with pytest.raises(pt.PolytaskError, match="needs \\(C, H, W\\)"):
         pt.models.create("hps_cnn", tasks=[pt.Task("a", out_features=3)], input_shape=(64,))
+
+
+SMALL = {"n_train": 16, "n_val": 8, "n_test": 8}
+
+
+@pytest.mark.parametrize("dataset", ["multidigits", "mmoe_synthetic", "funnel", "behaviour_sequences"])
+def test_has_representation_says_whether_forward_sets_one(dataset):
+    """``has_representation`` is what the pairing check reads before training (MGDA-UB, GradDrop and
+    rep_grad=True are refused without one): it must match what forward() does, for every architecture."""
+    data = pt.data.create(dataset, **SMALL)
+    archs = pt.models.compatible(data.tasks, data.input_shape)
+    assert len(archs) >= 5
+    from polytask.data.base import take
+
+    batch = take(data.train.inputs, torch.arange(4))
+    for arch in archs:
+        pt.seed_everything(0)
+        model = pt.models.create(arch, tasks=data.tasks, input_shape=data.input_shape)
+        model(batch)
+        z = model.representation
+        assert (z is not None) == model.has_representation, arch
+        if z is not None:
+            assert z.requires_grad and z.shape[0] == 4, arch

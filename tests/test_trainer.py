@@ -215,3 +215,32 @@ def test_early_stopping_with_patience(tiny_data, tmp_path):
     assert again.extra["epochs_trained"] == trained
     with pytest.raises(pt.PolytaskError, match="patience"):
         make_trainer(tiny_data, "ew", tmp_path / "bad", patience=0)
+
+
+def test_trainer_refuses_a_method_the_model_cannot_take_before_training(tiny_data):
+    """Pairings that could only fail at the first step (or the first epoch's end) fail at construction,
+    naming the method, the model and the reason."""
+    import dataclasses
+
+    names = [t.name for t in tiny_data.tasks]
+
+    def trainer(arch, method, tasks=tiny_data.tasks, **options):
+        model = pt.models.create(arch, tasks=tasks, input_shape=tiny_data.input_shape)
+        balancer = pt.balancing.create(method, tasks=names, **options)
+        return pt.Trainer(model, tasks, balancer, tiny_data.train, tiny_data.val)
+
+    for method, options in [("mgda_ub", {}), ("graddrop", {}), ("pcgrad", {"rep_grad": True})]:
+        expected = rf"method '{method}' cannot train CrossStitch: .*one shared representation"
+        with pytest.raises(pt.ConfigError, match=expected):
+            trainer("cross_stitch", method, **options)
+    trainer("hps_mlp", "mgda_ub")  # HPS has z
+    trainer("cross_stitch", "pcgrad")  # parameter mode: the stitched columns share the stitch units
+    with pytest.raises(pt.ConfigError, match=r"'mgda' cannot train SoftSharing: .*has none .*use a loss weighting"):
+        trainer("soft_sharing", "mgda")
+    with pytest.raises(pt.ConfigError, match=r"'gradnorm' cannot train SoftSharing: .*shared weight matrix"):
+        trainer("soft_sharing", "gradnorm")
+    with pytest.raises(pt.ConfigError, match=r"layer=7, but the shared parameters have 2 weight matrices"):
+        trainer("hps_mlp", "gradnorm", layer=7)
+    no_kpi = [dataclasses.replace(t, kpi=None) if t.name == "sum" else t for t in tiny_data.tasks]
+    with pytest.raises(pt.ConfigError, match=r"'dtp' cannot train HPS: dtp needs a KPI .* task\(s\) sum have none"):
+        trainer("hps_mlp", "dtp", tasks=no_kpi)

@@ -31,6 +31,7 @@ from polytask.data.base import config_hash
 from polytask.errors import CheckpointError, ConfigError
 from polytask.metrics.delta import defined_directions, delta_mtl
 from polytask.runs import train_run
+from polytask.training.pairing import pairing_problem
 from polytask.utils import write_json
 
 STL_METHOD = "ew"
@@ -194,20 +195,20 @@ class Comparison:
             if len(self.archs) > 1:
                 self.log(f"comparing {len(self.archs)} architectures with equal weighting (pass --methods for others)")
         self.config = c = dataclasses.replace(c, archs=list(self.archs), methods=list(self.methods))  # as run
-        stl_archs = list(dict.fromkeys(baseline_arch(a) for a in self.archs))
+        self.pairs, self.not_run = self._runnable_pairs(data)
+        stl_archs = list(dict.fromkeys(baseline_arch(a) for a, _ in self.pairs))
         self.out.mkdir(parents=True, exist_ok=True)
-        total = len(c.seeds) * (len(stl_archs) * len(names) + len(self.archs) * len(self.methods))
+        total = len(c.seeds) * (len(stl_archs) * len(names) + len(self.pairs))
         bar = tqdm(total=total, desc="runs", disable=not self.progress, dynamic_ncols=True)
         baselines: dict[str, Any] = {}
         for arch in stl_archs:
             baselines[arch] = self._baseline(data, arch, bar)
         runs: list[dict[str, Any]] = []
-        for arch in self.archs:
-            for method in self.methods:
-                for seed in c.seeds:
-                    bar.set_description(f"{method} / {arch} / seed {seed}")
-                    runs.append(self._mtl_run(data, arch, method, seed, baselines[baseline_arch(arch)]))
-                    bar.update()
+        for arch, method in self.pairs:
+            for seed in c.seeds:
+                bar.set_description(f"{method} / {arch} / seed {seed}")
+                runs.append(self._mtl_run(data, arch, method, seed, baselines[baseline_arch(arch)]))
+                bar.update()
         bar.close()
         results = self._assemble(data, baselines, runs, time.perf_counter() - start)
         write_json(self.out / "results.json", results)
@@ -215,6 +216,32 @@ class Comparison:
 
         write_report(results, self.out)
         return results
+
+    def _runnable_pairs(self, data: MultiTaskData) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+        """The (architecture, method) pairs that can train together, and the others with the reason
+        (e.g. MGDA-UB on a model without one shared representation), decided before any training. The
+        others are left out and named in the log and the report; none left is an error."""
+        c = self.config
+        names = [t.name for t in data.tasks]
+        pairs: list[tuple[str, str]] = []
+        skipped: list[dict[str, str]] = []
+        for arch in self.archs:
+            model = models.create(arch, data.tasks, data.input_shape, **c.arch_options.get(arch, {}))
+            for method in self.methods:
+                balancer = balancing.create(method, tasks=names, **c.method_options.get(method, {}))
+                problem = pairing_problem(model, balancer, data.tasks)
+                if problem is None:
+                    pairs.append((arch, method))
+                else:
+                    skipped.append({"arch": arch, "method": method, "reason": problem})
+        if not pairs:
+            raise ConfigError(
+                "no requested method can train a requested architecture on dataset "
+                f"{data.name!r}: " + "; ".join(f"{s['method']} / {s['arch']}: {s['reason']}" for s in skipped)
+            )
+        for s in skipped:
+            self.log(f"not run: {s['method']} / {s['arch']}: {s['reason']}")
+        return pairs, skipped
 
     def _baseline(self, data: MultiTaskData, arch: str, bar) -> dict[str, Any]:
         c = self.config
@@ -327,25 +354,24 @@ class Comparison:
 
     def _assemble(self, data: MultiTaskData, baselines: dict, runs: list[dict], seconds: float) -> dict[str, Any]:
         summary = []
-        for arch in self.archs:
-            for method in self.methods:
-                rs = [r for r in runs if r["arch"] == arch and r["method"] == method]
-                metrics = {
-                    t: {m: _stats([r["test_scores"][t][m] for r in rs]) for m in rs[0]["test_scores"][t]}
-                    for t in rs[0]["test_scores"]
+        for arch, method in self.pairs:
+            rs = [r for r in runs if r["arch"] == arch and r["method"] == method]
+            metrics = {
+                t: {m: _stats([r["test_scores"][t][m] for r in rs]) for m in rs[0]["test_scores"][t]}
+                for t in rs[0]["test_scores"]
+            }
+            summary.append(
+                {
+                    "method": method,
+                    "arch": arch,
+                    "delta_mtl": _stats([r["delta_mtl"] for r in rs]),
+                    "metrics": metrics,
+                    "params": rs[0]["params"],
+                    "ms_per_step": statistics.fmean(r["ms_per_step"] for r in rs),
+                    "ms_per_image": _stats([r["ms_per_image"] for r in rs])["mean"],
+                    "baseline_arch": baseline_arch(arch),
                 }
-                summary.append(
-                    {
-                        "method": method,
-                        "arch": arch,
-                        "delta_mtl": _stats([r["delta_mtl"] for r in rs]),
-                        "metrics": metrics,
-                        "params": rs[0]["params"],
-                        "ms_per_step": statistics.fmean(r["ms_per_step"] for r in rs),
-                        "ms_per_image": _stats([r["ms_per_image"] for r in rs])["mean"],
-                        "baseline_arch": baseline_arch(arch),
-                    }
-                )
+            )
         summary.sort(key=lambda s: -(s["delta_mtl"]["mean"] if s["delta_mtl"]["mean"] is not None else -1e9))
         return {
             "schema": "polytask.compare/1",
@@ -359,4 +385,5 @@ class Comparison:
             "baselines": baselines,
             "runs": runs,
             "summary": summary,
+            "not_run": self.not_run,
         }

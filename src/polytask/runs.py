@@ -12,6 +12,7 @@ from polytask.data import MultiTaskData
 from polytask.data import create as create_dataset
 from polytask.training import Trainer, TrainResult
 from polytask.training.cost import ms_per_input
+from polytask.training.pairing import check_pairing
 from polytask.utils import resolve_device, seed_everything, write_json
 
 
@@ -33,6 +34,7 @@ def train_run(
     seed_everything(seed)
     model = models.create(arch, tasks=data.tasks, input_shape=data.input_shape, **(arch_options or {}))
     balancer = balancing.create(method, tasks=[t.name for t in data.tasks], **(method_options or {}))
+    check_pairing(model, balancer, data.tasks)  # before a search, not after it
     if hasattr(model, "search"):  # architectures searched before training (AdaShare, MTL-NAS, ...)
         device = resolve_device(settings.device)
         model.to(device).search(data.train, settings.batch_size, settings.lr, seed, progress, device)

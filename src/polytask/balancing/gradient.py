@@ -646,6 +646,9 @@ class GradNorm(Balancer):
         self._auto = jac.AutoEngine()  # what engine='auto' learned about this model
         self._checked_compiled = False
 
+    def incompatibility(self, shared_params: Params, has_representation: bool | None) -> str | None:
+        return _layer_problem(_weight_matrices(shared_params), self.layer)
+
     def backward(
         self,
         losses: Losses,
@@ -654,15 +657,11 @@ class GradNorm(Balancer):
         representation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         stacked = self.stack_losses(losses)
-        weight_mats = [p for p in (shared_params or ()) if p.requires_grad and p.dim() >= 2]
-        if not weight_mats:
-            raise PolytaskError("gradnorm: needs shared_params= with at least one weight matrix (the layer W)")
-        try:
-            W = weight_mats[self.layer]
-        except IndexError:
-            raise PolytaskError(
-                f"gradnorm: layer={self.layer} but the shared parameters have {len(weight_mats)} weight matrices"
-            ) from None
+        weight_mats = _weight_matrices(shared_params or ())
+        problem = _layer_problem(weight_mats, self.layer)
+        if problem:
+            raise PolytaskError(f"gradnorm: {problem}")
+        W = weight_mats[self.layer]
         with torch.no_grad():  # renormalise: Σ w = K
             self.loss_weights.clamp_(min=1e-8)
             self.loss_weights.mul_(self.num_tasks / self.loss_weights.sum())
@@ -692,6 +691,19 @@ class GradNorm(Balancer):
 
     def set_extra_state(self, state: Any) -> None:
         self.initial = state["initial"]
+
+
+def _weight_matrices(params: Params) -> list[torch.Tensor]:
+    """The shared parameters GradNorm's ``layer`` indexes: those with ≥ 2 dimensions."""
+    return [p for p in params if p.requires_grad and p.dim() >= 2]
+
+
+def _layer_problem(weight_mats: list[torch.Tensor], layer: int) -> str | None:
+    if not weight_mats:
+        return "GradNorm needs a shared weight matrix (its layer W), and the shared parameters have none"
+    if not -len(weight_mats) <= layer < len(weight_mats):
+        return f"layer={layer}, but the shared parameters have {len(weight_mats)} weight matrices"
+    return None
 
 
 def _unique(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:

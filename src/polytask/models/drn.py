@@ -76,6 +76,11 @@ class TensorNormalPrior(nn.Module):
     baseline="hps_resnet",
 )
 class DRN(MultiTaskModel):
+    """A shared residual trunk (its output z is the representation), then per task a residual block and a
+    head; the task blocks' and heads' weights are under the tensor-normal prior."""
+
+    has_representation = True
+
     def __init__(
         self,
         tasks: Sequence[Task],

@@ -59,6 +59,8 @@ class PropertyGatedLSTM(nn.Module):
 class DUPN(MultiTaskModel):
     """Sequence encoder (shared) and one MLP head per task on the user representation."""
 
+    has_representation = True
+
     def __init__(
         self,
         tasks: Sequence[Task],

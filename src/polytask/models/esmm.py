@@ -41,6 +41,8 @@ class ESMM(MultiTaskModel):
     """Tasks, in order: the CTR task and the CTCVR task (both binary). With one binary task it is the
     single-task baseline of the same design: the embeddings and one tower predicting that task directly."""
 
+    has_representation = True
+
     def __init__(self, tasks: Sequence[Task], input_shape, towers: Sequence[int] = (200, 80)):
         super().__init__()
         if len(tasks) == 1 and tasks[0].kind == "binary":  # the single-task baseline: embeddings + one tower

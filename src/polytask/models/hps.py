@@ -22,6 +22,8 @@ from polytask.tasks import Task
 class HPS(MultiTaskModel):
     """``encoder`` (shared, output z) and ``heads`` ({task: module reading z})."""
 
+    has_representation = True
+
     def __init__(self, encoder: nn.Module, heads: Mapping[str, nn.Module]):
         super().__init__()
         if not heads:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from polytask.report.leaderboard import leaderboard_rows
+from polytask.report.leaderboard import leaderboard_rows, not_run_lines
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -33,6 +33,10 @@ def render_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
     cfg = results["config"]
     dataset = html.escape(results["dataset"])
     stamp = f"polytask {html.escape(results['polytask_version'])}, {html.escape(results['created'])}"
+    not_run = not_run_lines(results)
+    if not_run:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in not_run)
+        table += f'<p class="note">Not run (the method cannot train the architecture):</p><ul>{items}</ul>'
     sections = "".join(f"<h2>{html.escape(title)}</h2>{_img(path)}" for title, path in figures.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>polytask report: {dataset}</title>
 <style>{_CSS}</style></head><body>

@@ -70,4 +70,14 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
         legend += (
             " ΔMTL and model selection use the primary tasks only; (aux) columns are auxiliary tasks, reported only."
         )
-    return f"# polytask leaderboard\n\n{legend}\n\n{markdown_table(header, rows)}\n"
+    text = f"# polytask leaderboard\n\n{legend}\n\n{markdown_table(header, rows)}\n"
+    if results.get("not_run"):
+        text += "\nNot run (the method cannot train the architecture):\n\n" + "".join(
+            f"- {line}\n" for line in not_run_lines(results)
+        )
+    return text
+
+
+def not_run_lines(results: dict[str, Any]) -> list[str]:
+    """One line per (method, architecture) pair of the comparison that was not run, with the reason."""
+    return [f"{s['method']} / {s['arch']}: {s['reason']}" for s in results.get("not_run", [])]

@@ -25,6 +25,7 @@ from polytask.tasks import Task, add_intermediate_losses, complete_tasks, comput
 from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from polytask.training.evaluation import EvalResult, evaluate, move_batch
 from polytask.training.logs import EpochLogger
+from polytask.training.pairing import check_pairing
 from polytask.utils import resolve_device, write_json
 
 Scores = dict[str, dict[str, float]]
@@ -121,6 +122,7 @@ class Trainer:
         model_tasks = getattr(model, "tasks", names)
         if sorted(model_tasks) != sorted(names):
             raise PolytaskError(f"model tasks {model_tasks} differ from the Trainer's tasks {names}")
+        check_pairing(model, balancer, tasks)
         self.device = resolve_device(device)
         if amp and self.device.type != "cuda":
             warnings.warn("amp=True has no effect on CPU; training in float32", stacklevel=2)
