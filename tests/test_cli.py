@@ -258,16 +258,16 @@ def test_compare_leaves_out_pairs_that_cannot_train_and_says_why(tmp_path, capsy
     args = ["compare", "--config", cfg, "--archs", "shared_bottom,mmoe", "--methods", "ew,mgda_ub"]
     assert main([*args, "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "not run: mgda_ub / mmoe: mgda_ub works on the gradients w.r.t. one shared representation" in printed
+    assert "not run: mgda_ub on mmoe: the method needs the gradients w.r.t. one shared representation" in printed
     results = json.loads((out / "results.json").read_text())
     ran = {(r["method"], r["arch"]) for r in results["runs"]}
     assert ran == {("ew", "shared_bottom"), ("ew", "mmoe"), ("mgda_ub", "shared_bottom")}
     assert [(s["method"], s["arch"]) for s in results["not_run"]] == [("mgda_ub", "mmoe")]
     assert "Not run (the method cannot train the architecture)" in (out / "leaderboard.md").read_text()
-    assert "mgda_ub / mmoe" in (out / "report.html").read_text()
+    assert "mgda_ub on mmoe" in (out / "report.html").read_text()
 
     none = tmp_path / "none"
     assert main(["compare", "--config", cfg, "--archs", "mmoe", "--methods", "graddrop", "--out", str(none)]) == 2
     err = capsys.readouterr().err
-    assert "no requested method can train a requested architecture" in err and "graddrop / mmoe" in err
+    assert "no requested method can train a requested architecture" in err and "graddrop on mmoe" in err
     assert not (none / "baselines").exists()

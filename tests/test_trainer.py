@@ -242,5 +242,5 @@ def test_trainer_refuses_a_method_the_model_cannot_take_before_training(tiny_dat
     with pytest.raises(pt.ConfigError, match=r"layer=7, but the shared parameters have 2 weight matrices"):
         trainer("hps_mlp", "gradnorm", layer=7)
     no_kpi = [dataclasses.replace(t, kpi=None) if t.name == "sum" else t for t in tiny_data.tasks]
-    with pytest.raises(pt.ConfigError, match=r"'dtp' cannot train HPS: dtp needs a KPI .* task\(s\) sum have none"):
+    with pytest.raises(pt.ConfigError, match=r"'dtp' cannot train HPS: it needs a KPI .* task\(s\) sum have none"):
         trainer("hps_mlp", "dtp", tasks=no_kpi)

@@ -30,6 +30,7 @@ from polytask.data import create as create_dataset
 from polytask.data.base import config_hash
 from polytask.errors import CheckpointError, ConfigError
 from polytask.metrics.delta import defined_directions, delta_mtl
+from polytask.report.leaderboard import group_not_run
 from polytask.runs import train_run
 from polytask.training.pairing import pairing_problem
 from polytask.utils import write_json
@@ -237,10 +238,10 @@ class Comparison:
         if not pairs:
             raise ConfigError(
                 "no requested method can train a requested architecture on dataset "
-                f"{data.name!r}: " + "; ".join(f"{s['method']} / {s['arch']}: {s['reason']}" for s in skipped)
+                f"{data.name!r}: " + "; ".join(group_not_run(skipped))
             )
-        for s in skipped:
-            self.log(f"not run: {s['method']} / {s['arch']}: {s['reason']}")
+        for line in group_not_run(skipped):
+            self.log(f"not run: {line}")
         return pairs, skipped
 
     def _baseline(self, data: MultiTaskData, arch: str, bar) -> dict[str, Any]:

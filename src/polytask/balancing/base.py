@@ -77,17 +77,18 @@ class Balancer(nn.Module):
 
     def incompatibility(self, shared_params: Params, has_representation: bool | None) -> str | None:
         """Why this method cannot train a model with these shared parameters and with (or without) one
-        shared representation z (``None``: not known before a forward pass, not checked); None when it can.
-        Training loops check it before the first step, so a mismatch fails in milliseconds."""
+        shared representation z (``None``: not known before a forward pass, not checked), as a phrase
+        whose subject is the method ("needs ..."); None when it can. Training loops check it before the
+        first step, so a mismatch fails in milliseconds."""
         if self.needs_shared_params and not any(p.requires_grad for p in shared_params):
             return (
-                f"{self.name} balances the gradients of shared parameters and the model has none "
-                "(every task has its own network): use a loss weighting"
+                "balances the gradients of shared parameters, and the model has none (every task has its own "
+                "network): use a loss weighting"
             )
         if self.needs_representation and has_representation is False:
             return (
-                f"{self.name} works on the gradients w.r.t. one shared representation z that every task head "
-                "reads, and the model has none (per-task columns, experts mixed by gates, per-task attention, ...)"
+                "needs the gradients w.r.t. one shared representation z that every task head reads, and the "
+                "model has none (per-task columns, experts mixed by gates, per-task attention, ...)"
             )
         return None
 

@@ -660,7 +660,7 @@ class GradNorm(Balancer):
         weight_mats = _weight_matrices(shared_params or ())
         problem = _layer_problem(weight_mats, self.layer)
         if problem:
-            raise PolytaskError(f"gradnorm: {problem}")
+            raise PolytaskError(f"gradnorm {problem}")
         W = weight_mats[self.layer]
         with torch.no_grad():  # renormalise: Σ w = K
             self.loss_weights.clamp_(min=1e-8)
@@ -700,9 +700,9 @@ def _weight_matrices(params: Params) -> list[torch.Tensor]:
 
 def _layer_problem(weight_mats: list[torch.Tensor], layer: int) -> str | None:
     if not weight_mats:
-        return "GradNorm needs a shared weight matrix (its layer W), and the shared parameters have none"
+        return "needs a shared weight matrix (its layer W), and the shared parameters have none"
     if not -len(weight_mats) <= layer < len(weight_mats):
-        return f"layer={layer}, but the shared parameters have {len(weight_mats)} weight matrices"
+        return f"has layer={layer}, but the shared parameters have {len(weight_mats)} weight matrices"
     return None
 
 

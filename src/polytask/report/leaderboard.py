@@ -79,5 +79,20 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
 
 
 def not_run_lines(results: dict[str, Any]) -> list[str]:
-    """One line per (method, architecture) pair of the comparison that was not run, with the reason."""
-    return [f"{s['method']} / {s['arch']}: {s['reason']}" for s in results.get("not_run", [])]
+    """The (method, architecture) pairs of a comparison that were not run, with the reason."""
+    return group_not_run(results.get("not_run", []))
+
+
+def group_not_run(not_run: list[dict[str, str]]) -> list[str]:
+    """``{method, arch, reason}`` records as lines ``methods on archs: the method <reason>``, one per
+    reason and set of architectures."""
+    by_reason: dict[str, dict[str, list[str]]] = {}
+    for s in not_run:
+        by_reason.setdefault(s["reason"], {}).setdefault(s["method"], []).append(s["arch"])
+    lines = []
+    for reason, archs_of in by_reason.items():
+        methods_of: dict[tuple[str, ...], list[str]] = {}
+        for method, archs in archs_of.items():
+            methods_of.setdefault(tuple(archs), []).append(method)
+        lines += [f"{', '.join(ms)} on {', '.join(archs)}: the method {reason}" for archs, ms in methods_of.items()]
+    return lines

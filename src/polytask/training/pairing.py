@@ -15,7 +15,8 @@ from polytask.tasks import Task
 
 
 def pairing_problem(model: nn.Module, balancer: Balancer, tasks: Sequence[Task]) -> str | None:
-    """Why ``balancer`` cannot train ``model`` on ``tasks``; None when it can. ``model`` needs
+    """Why ``balancer`` cannot train ``model`` on ``tasks`` (a phrase whose subject is the method); None
+    when it can. ``model`` needs
     ``shared_parameters()``; its ``has_representation`` flag is read when it has one (a model of the
     user's own without it is not checked for z: that shows only in the forward pass)."""
     shared = list(model.shared_parameters()) if hasattr(model, "shared_parameters") else []
@@ -25,10 +26,7 @@ def pairing_problem(model: nn.Module, balancer: Balancer, tasks: Sequence[Task])
     if balancer.needs_kpis:
         missing = [t.name for t in tasks if t.kpi is None]
         if missing:
-            return (
-                f"{balancer.name} needs a KPI in [0, 1] for every task (Task(kpi=...)); "
-                f"task(s) {', '.join(missing)} have none"
-            )
+            return f"needs a KPI in [0, 1] for every task (Task(kpi=...)); task(s) {', '.join(missing)} have none"
     return None
 
 
@@ -37,4 +35,4 @@ def check_pairing(model: nn.Module, balancer: Balancer, tasks: Sequence[Task]) -
     ``balancer`` cannot train ``model`` on ``tasks``."""
     problem = pairing_problem(model, balancer, tasks)
     if problem:
-        raise ConfigError(f"method {balancer.name!r} cannot train {type(model).__name__}: {problem}")
+        raise ConfigError(f"method {balancer.name!r} cannot train {type(model).__name__}: it {problem}")
