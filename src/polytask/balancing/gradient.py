@@ -51,6 +51,8 @@ class GradientBalancer(Balancer):
     needs_shared_params = True
     supports_rep_grad = True
     defines_weights = True  # False: heads always get their plain task gradient (PCGrad, GradVac, ...)
+    # what to use instead in rep-grad mode on a model without one shared representation (None: nothing)
+    parameter_mode: str | None = "rep_grad=False (the same method on the shared parameters)"
 
     def __init__(
         self,
@@ -76,6 +78,14 @@ class GradientBalancer(Balancer):
         self.scale_heads = bool(scale_heads)
         self._checked_coverage = False
         self._checked_compiled = False
+
+    def incompatibility(self, shared_params: Params, has_representation: bool | None) -> str | None:
+        shared_params = list(shared_params)
+        problem = super().incompatibility(shared_params, has_representation)
+        parameter_mode_works = any(p.requires_grad for p in shared_params)
+        if problem and self.rep_grad and has_representation is False and self.parameter_mode and parameter_mode_works:
+            problem += f"; use {self.parameter_mode}"
+        return problem
 
     # ------------------------------------------------------------------ what subclasses provide
     def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
@@ -273,6 +283,7 @@ class MGDAUB(MGDA):
     bound of the shared-parameter problem); the encoder is trained through one backward of z."""
 
     name = "mgda_ub"
+    parameter_mode = "mgda (MGDA on the shared parameters)"
 
     def __init__(
         self,
@@ -589,6 +600,7 @@ class GradDrop(GradientBalancer):
     name = "graddrop"
     defines_weights = False
     needs_shared_params = False
+    parameter_mode = None  # defined on activations only
 
     def __init__(
         self,
