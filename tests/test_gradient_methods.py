@@ -235,6 +235,22 @@ def test_gradnorm_target_uses_relative_inverse_training_rates():
     assert balancer.loss_weights.grad.tolist() == [-1.0, 3.0]
 
 
+def test_gradnorm_initial_loss_is_the_first_positive_one():
+    # step 1: task b has no labelled sample (loss 0): L_b(0) is not set and b's ratio is 0, not 0/0
+    W = nn.Parameter(torch.tensor([[1.0, 1.0]]))
+    balancer = pt.balancing.create("gradnorm", tasks=["a", "b"], alpha=1.0)
+    balancer.backward(torch.stack([2 * W[0, 0], 0 * W[0, 1]]), shared_params=[W])
+    assert balancer.initial == [2.0, None]
+    # norms (2, 0), G = (2, 0), Ḡ = 1, ratios (1, 0) -> r = (2, 0), target (2, 0): sign 0 both
+    assert balancer.loss_weights.grad.tolist() == [0.0, 0.0]
+    balancer.loss_weights.grad = None
+    # step 2: L_b(0) = 10 from this batch; L = (1, 10): ratios (0.5, 1) as in the test above
+    balancer.backward(torch.stack([1 * W[0, 0], 3 * W[0, 1] + 7]), shared_params=[W])
+    assert balancer.initial == [2.0, 10.0]
+    # norms (1, 3), G = (1, 3), Ḡ = 2, r = (2/3, 4/3), target = (4/3, 8/3) -> (−1, +3)
+    assert balancer.loss_weights.grad.tolist() == [-1.0, 3.0]
+
+
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
 def test_every_gradient_method_trains_with_the_trainer(method, tiny_data, tmp_path):
     pt.seed_everything(0)

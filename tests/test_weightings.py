@@ -52,6 +52,66 @@ def test_lbtw_by_hand():
     assert close(b.weights(torch.tensor([1.0, 1.0])), [math.sqrt(0.5), math.sqrt(0.25)])  # (L/L0)^0.5
 
 
+def test_lbtw_initial_loss_is_the_first_positive_one():
+    """A task without a labelled sample in the first batch has loss 0 there: no L(0) to divide by (it
+    used to give weights of 1e10 on the next steps)."""
+    b = pt.balancing.create("lbtw", tasks=["a", "b", "c"])
+    assert close(b.weights(torch.tensor([1.0, 4.0, 0.0])), [1, 1, 0])
+    assert b.initial == [1.0, 4.0, None]
+    assert close(b.weights(torch.tensor([0.25, 1.0, 3.0])), [0.5, 0.5, 1])  # L_c(0) = 3 from this batch
+    assert close(b.weights(torch.tensor([0.25, 1.0, 0.75])), [0.5, 0.5, 0.5])
+    c = pt.balancing.create("lbtw", tasks=["a", "b", "c"])
+    c.load_state_dict(b.state_dict())
+    assert c.initial == [1.0, 4.0, 3.0]
+
+
+# methods that take logs or ratios of the losses (or whose objective is unbounded below for L < 0)
+LOSS_FLOOR = {
+    "uw": {},
+    "imtl_l": {},
+    "gls": {},
+    "dwa": {},
+    "lbtw": {},
+    "famo": {},
+    "gradnorm": {},
+    "imtl": {},
+    "mgda": {"normalization": "loss"},
+    "mgda_ub": {"normalization": "loss+"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(LOSS_FLOOR))
+def test_a_negative_loss_is_an_error_for_methods_that_take_logs_or_ratios(method):
+    torch.manual_seed(0)
+    enc, heads = torch.nn.Linear(4, 8), torch.nn.ModuleList(torch.nn.Linear(8, 1) for _ in range(2))
+    b = pt.balancing.create(method, tasks=["a", "b"], **LOSS_FLOOR[method])
+
+    def losses(shift):
+        z = enc(torch.randn(16, 4))
+        return {"a": heads[0](z).pow(2).mean(), "b": heads[1](z).pow(2).mean() + shift}, z
+
+    ok, z = losses(0.0)
+    b.backward(ok, shared_params=list(enc.parameters()), representation=z)  # non-negative: fine
+    bad, z = losses(-10.0)
+    with pytest.raises(pt.PolytaskError, match=rf"{method}: loss of task\(s\) 'b' \(-9.\d+ < 0\) below"):
+        b.backward(bad, shared_params=list(enc.parameters()), representation=z)
+    if method == "famo":  # its bound is min_losses: a lower bound makes the same loss acceptable
+        f = pt.balancing.create("famo", tasks=["a", "b"], min_losses=[0.0, -20.0])
+        f.backward(bad, shared_params=list(enc.parameters()))
+        with pytest.raises(pt.PolytaskError, match=r"'a' \(\d.\d+ < 5\).*pass min_losses="):
+            pt.balancing.create("famo", tasks=["a", "b"], min_losses=[5.0, -20.0]).backward(bad)
+
+
+@pytest.mark.parametrize("method", ["ew", "rlw", "mgda", "pcgrad", "upgrad", "cagrad", "nash_mtl", "imtl_g"])
+def test_methods_that_take_no_logs_or_ratios_accept_negative_losses(method):
+    torch.manual_seed(0)
+    enc, head = torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)
+    out = head(enc(torch.randn(16, 4)))
+    losses = [out[:, 0].pow(2).mean(), out[:, 1].mean() - 10.0]  # e.g. a log-likelihood term
+    w = pt.balancing.create(method, tasks=2).backward(losses, shared_params=list(enc.parameters()))
+    assert torch.isfinite(w).all() and enc.weight.grad is not None
+
+
 def test_dtp_by_hand_and_harder_task_gets_more_weight():
     # w = -(1-k)^γ log k: k = 0.9 -> 0.1 * 0.1053605 = 0.01053605; k = 0.5 -> 0.5 * 0.6931472 = 0.3465736
     assert close(W.dtp_weights(torch.tensor([0.9, 0.5])), [0.1 * -math.log(0.9), 0.5 * -math.log(0.5)])

@@ -58,6 +58,13 @@ class Balancer(nn.Module):
     needs_kpis: bool = False
     needs_shared_params: bool = False
     needs_representation: bool = False
+    # methods that take logs or ratios of the losses, or whose objective is unbounded below for a negative
+    # loss, say so here: a loss below loss_floor() is then an error naming the task, not meaningless weights
+    loss_use: str | None = None
+    loss_floor_hint = (
+        "add a constant to that loss so that it cannot be negative, or use a method that takes no logs or "
+        "ratios of the losses (e.g. ew, rlw, mgda)"
+    )
 
     def __init__(self, tasks: Sequence[str] | int):
         super().__init__()
@@ -124,7 +131,30 @@ class Balancer(nn.Module):
             stacked = torch.stack([loss.reshape(()) for loss in items])
         if check_finite:
             self.check_finite(stacked)
+        if self.loss_use is not None:
+            self.check_loss_floor(stacked)
         return stacked
+
+    def loss_floor(self) -> torch.Tensor | None:
+        """The lowest loss per task this method accepts (None: 0), when it sets ``loss_use``."""
+        return None
+
+    def check_loss_floor(self, losses: torch.Tensor) -> None:
+        """Raise a :class:`PolytaskError` naming the tasks whose loss is below :meth:`loss_floor`."""
+        values = losses.detach()
+        floor = self.loss_floor()
+        floor = torch.zeros_like(values) if floor is None else floor.to(values)
+        below = values < floor
+        if bool(below.any()):
+            bad = [
+                f"{t!r} ({v:.4g} < {f:.4g})"
+                for t, v, f, b in zip(self.tasks, values.tolist(), floor.tolist(), below.tolist())
+                if b
+            ]
+            raise PolytaskError(
+                f"{self.name}: loss of task(s) {', '.join(bad)} below what it accepts: {self.name} {self.loss_use}; "
+                f"{self.loss_floor_hint}"
+            )
 
     def check_finite(self, losses: torch.Tensor, total: torch.Tensor | None = None) -> None:
         """Raise :class:`NonFiniteLossError` naming the tasks whose loss is NaN/inf.

@@ -31,6 +31,7 @@ from polytask.balancing import gramian_weightings as gw
 from polytask.balancing import jacobian as jac
 from polytask.balancing.base import Balancer, Losses, Params
 from polytask.balancing.registry import register
+from polytask.balancing.weightings import first_positive
 from polytask.errors import PolytaskError, SolverError
 
 
@@ -272,6 +273,9 @@ class MGDA(GradientBalancer):
         if solver not in ("frank_wolfe", "active_set"):
             raise PolytaskError(f"mgda: solver must be 'frank_wolfe' or 'active_set', got {solver!r}")
         self.normalization, self.solver = normalization, solver
+        if normalization in ("loss", "loss+"):
+            self.loss_use = f"divides each task's gradient by its loss (normalization={normalization!r})"
+            self.loss_floor_hint = "add a constant to that loss so that it cannot be negative, or use normalization='l2'"
 
     def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
         return gw.mgda_weights(G, gw.mgda_normalizers(G, losses, self.normalization), self.solver)
@@ -431,6 +435,7 @@ class IMTL(GradientBalancer):
 
     name = "imtl"
     defines_weights = False  # heads: ∇(e^{s_k} L_k), the paper's Algorithm 1
+    loss_use = "minimises e^{s} L - s over s, which has no minimum when L < 0 (the scale e^{s} diverges)"
 
     def __init__(
         self, tasks: Sequence[str] | int, rep_grad: bool = False, engine: str = "auto", factored: str = "auto"
@@ -647,6 +652,7 @@ class GradNorm(Balancer):
 
     name = "gradnorm"
     needs_shared_params = True
+    loss_use = "raises the ratio L_k(t) / L_k(0) to the power alpha"
 
     def __init__(self, tasks: Sequence[str] | int, alpha: float = 1.5, layer: int = -1, engine: str = "auto"):
         super().__init__(tasks)
@@ -686,12 +692,13 @@ class GradNorm(Balancer):
         self._auto.learn(self.engine, len(stacked), used)
         global_losses = stacked.detach().clone()
         jac.all_reduce_mean([gW, global_losses])
-        if self.initial is None:
-            self.initial = global_losses.tolist()
+        current = global_losses.tolist()
+        self.initial = first_positive(self.initial, current)
+        initial = [v if i is None else i for i, v in zip(self.initial, current)]
         norms = gW.reshape(self.num_tasks, -1).norm(dim=1).to(w)
         G = w * norms
-        ratio = global_losses.to(w) / torch.tensor(self.initial, dtype=w.dtype, device=w.device)
-        r = ratio / ratio.mean()
+        ratio = global_losses.to(w) / torch.tensor(initial, dtype=w.dtype, device=w.device).clamp_min(1e-12)
+        r = ratio / ratio.mean().clamp_min(1e-12)
         target = G.mean() * r**self.alpha
         grad_w = torch.sign(G - target) * norms
         self.loss_weights.grad = grad_w if self.loss_weights.grad is None else self.loss_weights.grad + grad_w

@@ -37,6 +37,13 @@ def lbtw_weights(losses: torch.Tensor, initial: torch.Tensor, alpha: float = 0.5
     return (losses / initial.clamp_min(_EPS)) ** alpha
 
 
+def first_positive(initial: list[float | None] | None, losses: list[float]) -> list[float | None]:
+    """Per task, the first positive loss seen so far (None while every loss seen was 0): the L_k(0) of
+    methods that divide by the initial loss (LBTW, GradNorm)."""
+    initial = initial or [None] * len(losses)
+    return [v if i is None and v > 0 else i for i, v in zip(initial, losses)]
+
+
 def gls_weights(losses: torch.Tensor) -> torch.Tensor:
     """GLS (Chennupati et al. 2019): ∂/∂L_k (Π_i L_i)^{1/K} = (Π_i L_i)^{1/K} / (K L_k)."""
     logl = torch.log(losses.clamp_min(_EPS))
@@ -86,6 +93,7 @@ class UncertaintyWeighting(LossWeighting):
     """
 
     name = "uw"
+    loss_use = "minimises e^{-s} L + s/2 over s, which has no minimum when L < 0 (the weight e^{-s} diverges)"
 
     def __init__(self, tasks: Sequence[str] | int, form: str | Sequence[str] = "regression", init: float = 0.0):
         super().__init__(tasks)
@@ -111,6 +119,7 @@ class IMTLL(LossWeighting):
     the optimizer."""
 
     name = "imtl_l"
+    loss_use = "minimises e^{s} L - s over s, which has no minimum when L < 0 (the scale e^{s} diverges)"
 
     def __init__(self, tasks: Sequence[str] | int):
         super().__init__(tasks)
@@ -127,6 +136,7 @@ class GeometricLossStrategy(LossWeighting):
     """Geometric loss strategy (Chennupati et al. 2019): minimise (Π_k L_k)^{1/K}; weights ∂GLS/∂L_k."""
 
     name = "gls"
+    loss_use = "takes the geometric mean of the losses (the log of each)"
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         return gls_weights(losses)
@@ -140,6 +150,7 @@ class DynamicWeightAverage(LossWeighting):
     """
 
     name = "dwa"
+    loss_use = "divides each task's epoch-average loss by the one of the epoch before"
 
     def __init__(self, tasks: Sequence[str] | int, temperature: float = 2.0):
         super().__init__(tasks)
@@ -219,9 +230,11 @@ class DynamicTaskPrioritization(LossWeighting):
 @register("lbtw")
 class LossBalancedTaskWeighting(LossWeighting):
     """Loss-balanced task weighting (Liu et al. 2019): w_k = (L_k(t) / L_k(0))^α, α = 0.5, L_k(0) from
-    the first batch seen; weights are constants in the backward."""
+    the first batch seen with a positive loss of task k (a task without a labelled sample in the first
+    batch has loss 0, which is no initial loss to divide by); weights are constants in the backward."""
 
     name = "lbtw"
+    loss_use = "raises the ratio L_k(t) / L_k(0) to the power alpha"
 
     def __init__(self, tasks: Sequence[str] | int, alpha: float = 0.5):
         super().__init__(tasks)
@@ -229,9 +242,9 @@ class LossBalancedTaskWeighting(LossWeighting):
         self.initial: list[float] | None = None
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
-        if self.initial is None:
-            self.initial = losses.tolist()
-        return lbtw_weights(losses, torch.tensor(self.initial, dtype=losses.dtype, device=losses.device), self.alpha)
+        self.initial = first_positive(self.initial, losses.tolist())
+        initial = [v if i is None else i for i, v in zip(self.initial, losses.tolist())]  # unset: ratio 1 (or 0 at 0)
+        return lbtw_weights(losses, torch.tensor(initial, dtype=losses.dtype, device=losses.device), self.alpha)
 
     def get_extra_state(self) -> Any:
         return {"initial": self.initial}
@@ -265,6 +278,8 @@ class FAMO(LossWeighting):
 
     name = "famo"
     needs_post_step_losses = True
+    loss_use = "takes log(L_k - min_losses_k)"
+    loss_floor_hint = "pass min_losses= a lower bound of each task's loss (default 0)"
 
     def __init__(
         self,
@@ -281,6 +296,9 @@ class FAMO(LossWeighting):
         self.register_buffer("min_losses", torch.tensor(b))
         self.register_buffer("logits", torch.zeros(self.num_tasks))
         self._prev_losses: torch.Tensor | None = None
+
+    def loss_floor(self) -> torch.Tensor:
+        return self.min_losses
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         self._prev_losses = losses.detach().clone()
