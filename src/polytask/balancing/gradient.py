@@ -275,7 +275,9 @@ class MGDA(GradientBalancer):
         self.normalization, self.solver = normalization, solver
         if normalization in ("loss", "loss+"):
             self.loss_use = f"divides each task's gradient by its loss (normalization={normalization!r})"
-            self.loss_floor_hint = "add a constant to that loss so that it cannot be negative, or use normalization='l2'"
+            self.loss_floor_hint = (
+                "add a constant to that loss so that it cannot be negative, or use normalization='l2'"
+            )
 
     def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
         return gw.mgda_weights(G, gw.mgda_normalizers(G, losses, self.normalization), self.solver)
