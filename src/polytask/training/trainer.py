@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,6 +68,17 @@ def selection_score(scores: Scores, reference: Scores, directions: Mapping[str, 
     return sum(gains.values()) / len(gains)
 
 
+
+def _world_size() -> int:
+    """Processes of a torch.distributed job this process belongs to (1 outside one); read from the
+    process group, or from torchrun's WORLD_SIZE before the group is initialised."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
 class Trainer:
     """Train ``model`` on ``tasks`` with ``balancer``.
 
@@ -111,6 +123,13 @@ class Trainer:
     ):
         if epochs < 1:
             raise PolytaskError(f"epochs must be >= 1, got {epochs}")
+        world = _world_size()
+        if world > 1:
+            raise PolytaskError(
+                f"the Trainer trains in one process, and this is one of {world} (torchrun / torch.distributed): "
+                "each would train the whole run on all the data and write the same files. For multi-process "
+                "training call balancer.backward(...) in your own loop (README, 'Distributed training')"
+            )
         if patience is not None and patience < 1:
             raise PolytaskError(f"patience must be >= 1 or None, got {patience}")
         self.patience = patience
