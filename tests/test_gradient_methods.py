@@ -449,3 +449,25 @@ def test_shared_parameters_the_losses_do_not_reach_are_an_error_not_a_silent_zer
     balancer = pt.balancing.create(method, tasks=3, engine=engine)
     with pytest.raises(PolytaskError, match=r"shared parameter.* influences the losses"):
         balancer.backward(losses, list(encoder.parameters()))
+
+
+def test_graddrop_with_full_leak_is_equal_weighting():
+    """ℓ = 1 lets every task gradient through unmasked: the update is EW's, encoder and heads alike (and
+    ℓ = 0 is not)."""
+    torch.manual_seed(0)
+    enc = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+    heads = nn.ModuleList(nn.Linear(16, 1) for _ in range(3))
+    x, ys = torch.randn(32, 8), torch.randn(3, 32)
+
+    def grads(method, **options):
+        enc.zero_grad(), heads.zero_grad()
+        z = enc(x)
+        losses = [((heads[k](z)[:, 0] - ys[k]) ** 2).mean() for k in range(3)]
+        balancer = pt.balancing.create(method, tasks=3, **options)
+        balancer.backward(losses, shared_params=list(enc.parameters()), representation=z)
+        return [p.grad.clone() for p in [*enc.parameters(), *heads.parameters()]]
+
+    ew = grads("ew")
+    for a, b in zip(ew, grads("graddrop", leak=1.0)):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(ew[0], grads("graddrop", leak=0.0)[0], atol=1e-3)
