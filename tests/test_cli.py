@@ -253,11 +253,13 @@ def test_compare_leaves_out_pairs_that_cannot_train_and_says_why(tmp_path, capsy
     the missing one in the log, results.json and the leaderboard; a request with no runnable pair fails
     before any training."""
     cfg = {"dataset": "mmoe_synthetic", "dataset_options": {"n_train": 128, "n_val": 64, "n_test": 64}}
-    cfg = write_yaml(tmp_path / "r.yaml", {**cfg, "seeds": [0], "epochs": 1, "batch_size": 32})
+    cfg = {**cfg, "seeds": [0], "epochs": 1, "batch_size": 32, "method_options": {"famo": {"lr": 0.01}}}
+    cfg = write_yaml(tmp_path / "r.yaml", cfg)
     out = tmp_path / "o"
     args = ["compare", "--config", cfg, "--archs", "shared_bottom,mmoe", "--methods", "ew,mgda_ub"]
     assert main([*args, "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
+    assert "method_options for famo not used: not among the methods run (ew, mgda_ub)" in printed
     assert "not run: mgda_ub on mmoe: the method needs the gradients w.r.t. one shared representation" in printed
     results = json.loads((out / "results.json").read_text())
     ran = {(r["method"], r["arch"]) for r in results["runs"]}

@@ -196,6 +196,11 @@ class Comparison:
             if len(self.archs) > 1:
                 self.log(f"comparing {len(self.archs)} architectures with equal weighting (pass --methods for others)")
         self.config = c = dataclasses.replace(c, archs=list(self.archs), methods=list(self.methods))  # as run
+        for kind, options, chosen in (("method", c.method_options, self.methods), ("arch", c.arch_options, self.archs)):
+            unused = [name for name in options if name.lower() not in chosen]
+            if unused:
+                run = ", ".join(chosen)
+                self.log(f"{kind}_options for {', '.join(unused)} not used: not among the {kind}s run ({run})")
         self.pairs, self.not_run = self._runnable_pairs(data)
         stl_archs = list(dict.fromkeys(baseline_arch(a) for a, _ in self.pairs))
         self.out.mkdir(parents=True, exist_ok=True)
