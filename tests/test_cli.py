@@ -27,6 +27,17 @@ def test_list_prints_every_registry(capsys):
         assert f"  {name} " in out
 
 
+def test_list_one_entry_shows_its_documentation_and_options(capsys):
+    assert main(["list", "cagrad", "mmoe"]) == 0
+    out = capsys.readouterr().out
+    assert "method cagrad\n\nCAGrad (Liu et al. 2021)" in out
+    assert "options (method_options in a config file):\n  c = 0.4\n  rescale = 1\n" in out
+    assert "architecture mmoe" in out and "options (arch_options in a config file):\n  n_experts = 8" in out
+    assert "tasks" not in out.split("options (arch_options")[1]  # passed by the library, not an option
+    assert main(["list", "mgdaa"]) == 2
+    assert "unknown name 'mgdaa': not a dataset, architecture or method" in capsys.readouterr().err
+
+
 def test_compare_writes_results_leaderboard_and_report(tmp_path, capsys):
     cfg = write_yaml(tmp_path / "c.yaml", {**TINY, "archs": ["hps_mlp"]})
     out = tmp_path / "out"

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     grp.add_argument("--out", help="output directory (default runs/group)")
     grp.add_argument("--quiet", action="store_true")
 
-    sub.add_parser("list", help="datasets, architectures and methods, one line each")
+    lst = sub.add_parser("list", help="datasets, architectures and methods, one line each; or one entry in full")
+    lst.add_argument("names", nargs="*", help="show these entries' descriptions and options with defaults")
 
     rep = sub.add_parser("report", help="rebuild leaderboard.md and report.html from a results.json")
     rep.add_argument("path", help="results.json or the directory holding it")
@@ -152,15 +153,29 @@ def cmd_group(args: argparse.Namespace) -> int:
     return 0
 
 
+# per registry: the arguments its factories get from the library rather than from options, and the
+# config-file key that sets the options
+_PASSED = {"dataset": (), "architecture": ("tasks", "input_shape", "spec"), "method": ("tasks",)}
+_CONFIG_KEY = {"dataset": "dataset_options", "architecture": "arch_options", "method": "method_options"}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    for title, registry in (
-        ("datasets", data.DATASETS),
-        ("architectures", models.MODELS),
-        ("methods", balancing.BALANCERS),
-    ):
+    registries = (("datasets", data.DATASETS), ("architectures", models.MODELS), ("methods", balancing.BALANCERS))
+    if args.names:
+        for name in args.names:
+            found = [r for _, r in registries if name in r]
+            if not found:
+                raise PolytaskError(
+                    f"unknown name {name!r}: not a dataset, architecture or method (polytask list shows them all)"
+                )
+            for registry in found:
+                print(registry.documentation(name, _PASSED[registry.kind], _CONFIG_KEY[registry.kind]) + "\n")
+        return 0
+    for title, registry in registries:
         print(f"{title}:")
         for name, desc in registry.describe().items():
             print(f"  {name:<14} {desc}")
+    print("\n(polytask list NAME: one entry's description and options with defaults)")
     return 0
 
 

@@ -85,6 +85,21 @@ class Registry(Generic[T]):
     def available(self) -> list[str]:
         return sorted(self._factories)
 
+    def documentation(self, name: str, passed: tuple[str, ...] = (), config_key: str = "") -> str:
+        """The full docstring of ``name`` and its options with their defaults, leaving out the arguments
+        the library passes itself (``passed``, e.g. ``tasks``); ``config_key``: where a config file sets
+        them."""
+        factory = self.get(name)
+        doc = inspect.cleandoc(factory.__doc__ or self._descriptions[str(name).lower()])
+        lines = []
+        for p in inspect.signature(factory).parameters.values():
+            if p.name in passed or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                continue
+            lines.append(f"  {p.name} (required)" if p.default is p.empty else f"  {p.name} = {p.default!r}")
+        options = "\n".join(lines) if lines else "  (none)"
+        where = f" ({config_key} in a config file)" if config_key else ""
+        return f"{self.kind} {str(name).lower()}\n\n{doc}\n\noptions{where}:\n{options}"
+
     def describe(self) -> dict[str, str]:
         return {k: self._descriptions[k] for k in self.available()}
 
