@@ -471,3 +471,42 @@ def test_graddrop_with_full_leak_is_equal_weighting():
     for a, b in zip(ew, grads("graddrop", leak=1.0)):
         assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(ew[0], grads("graddrop", leak=0.0)[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("method", [*GRADIENT_METHODS, "gradnorm:layer0"])
+def test_sparse_embedding_gradients_equal_dense_ones(method):
+    """nn.Embedding(sparse=True), shared and task-specific: the same update as with dense gradients, and
+    the tables' gradients stay sparse (what SparseAdam needs)."""
+    name, _, layer = method.partition(":")
+    options = {"layer": 0} if layer else {}
+
+    def run(sparse):
+        torch.manual_seed(0)
+        table, lin = nn.Embedding(40, 6, sparse=sparse), nn.Linear(6, 8)
+        own = nn.Embedding(40, 8, sparse=sparse)  # task a's own table
+        heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(3))
+        ids, ys = torch.randint(0, 40, (16,)), torch.randn(3, 16)
+        z = torch.relu(lin(table(ids)))
+        outs = [heads[0](z + own(ids)), heads[1](z), heads[2](z)]
+        losses = {t: ((o[:, 0] - y) ** 2).mean() for t, o, y in zip(TASKS, outs, ys)}
+        shared = [*table.parameters(), *lin.parameters()]
+        task_params = {"a": [*own.parameters(), *heads[0].parameters()], "b": heads[1].parameters()}
+        task_params["c"] = heads[2].parameters()
+        torch.manual_seed(1)  # the same random draws (PCGrad's order, GradDrop's masks) in both runs
+        balancer = pt.balancing.create(name, tasks=TASKS, **options)
+        balancer.backward(losses, shared_params=shared, task_params=task_params, representation=z)
+        return [table.weight.grad, own.weight.grad, lin.weight.grad, heads[0].weight.grad]
+
+    dense, sparse = run(False), run(True)
+    assert sparse[0].is_sparse and sparse[1].is_sparse
+    for d, s in zip(dense, sparse):
+        assert torch.allclose(d, s.to_dense(), atol=1e-6)
+
+
+def test_sparse_embedding_gradients_are_refused_under_distributed(monkeypatch):
+    table, head = nn.Embedding(10, 4, sparse=True), nn.Linear(4, 2)
+    out = head(table(torch.tensor([1, 2, 3])))
+    losses = torch.stack([out[:, 0].mean(), out[:, 1].mean()])
+    monkeypatch.setattr(pt.balancing.jacobian, "world_size", lambda: 2)
+    with pytest.raises(PolytaskError, match=r"nn.Embedding\(sparse=True\)\) are not supported under torch.distributed"):
+        pt.balancing.jacobian.task_jacobian(losses, [table.weight], engine="loop")

@@ -31,6 +31,7 @@ from polytask.balancing import gramian_weightings as gw
 from polytask.balancing import jacobian as jac
 from polytask.balancing.base import Balancer, Losses, Params
 from polytask.balancing.registry import register
+from polytask.balancing.sparse_rows import SparseRows
 from polytask.balancing.weightings import first_positive
 from polytask.errors import PolytaskError, SolverError
 
@@ -407,7 +408,8 @@ def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     """‖concat(tensors)‖: per-tensor norms in the tensors' own precision (a float64 copy of every update
     cost a pass over memory), combined in float64. Nash-MTL's d has ‖d‖² = wᵀGw = K at its solution, so
     no square comes near overflowing."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t).double() for t in tensors]))
+    norms = [torch.linalg.vector_norm(t.coalesce().values() if t.is_sparse else t).double() for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 @register("imtl_g")
@@ -692,6 +694,12 @@ class GradNorm(Balancer):
         options = self._auto.options(self.engine)
         (gW,), used = jac.task_gradients(stacked, [W], retain_graph=True, reach_any=1, **options)
         self._auto.learn(self.engine, len(stacked), used)
+        if isinstance(gW, SparseRows):  # a sparse table as W: its touched rows hold every task's gradient
+            if jac.world_size() > 1:
+                raise PolytaskError(
+                    "gradnorm: a sparse embedding as the layer W is not supported under torch.distributed"
+                )
+            gW = gW.values
         global_losses = stacked.detach().clone()
         jac.all_reduce_mean([gW, global_losses])
         current = global_losses.tolist()

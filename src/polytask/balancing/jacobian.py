@@ -36,6 +36,7 @@ from torch.autograd.graph import GradientEdge
 
 from polytask.balancing import direct
 from polytask.balancing import factored as fac
+from polytask.balancing.sparse_rows import SparseRows, stack_rows
 from polytask.errors import NonFiniteGradientError, PolytaskError
 
 ENGINES = ("auto", "direct", "batched", "loop")
@@ -90,6 +91,8 @@ def task_gradients(
             "use engine='batched' or 'loop'"
         )
     batched_failure, graph_kept = None, True
+    if engine == "auto" and keep_for_fallback and _sparse_tables(losses):
+        engine = "loop"  # vmap cannot batch sparse gradients: no attempt, no warning (later steps: the memo)
     if engine in ("auto", "batched"):
         graph_kept = retain_graph or (engine == "auto" and keep_for_fallback)
         try:
@@ -111,6 +114,21 @@ def task_gradients(
         return finish(_loop(losses, inputs, retain_graph), "loop")
     except RuntimeError as exc:
         raise _loop_error(exc, batched_failure, graph_kept) from exc
+
+
+def _sparse_tables(losses: torch.Tensor) -> bool:
+    """Whether an embedding with sparse gradients (nn.Embedding / EmbeddingBag(sparse=True)) is in the
+    graph of ``losses``."""
+    stack, seen = [losses.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if getattr(node, "_saved_sparse", False) is True:
+            return True
+        stack.extend(child for child, _ in node.next_functions)
+    return False
 
 
 def _release(losses: torch.Tensor, inputs: Sequence[torch.Tensor | GradientEdge]) -> None:
@@ -237,10 +255,11 @@ def _task_outputs(losses: torch.Tensor) -> list | None:
     return outputs if len(outputs) == losses.shape[0] else None
 
 
-def _loop(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor | None]:
+def _loop(
+    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool
+) -> list[torch.Tensor | SparseRows | None]:
     K = losses.shape[0]
-    rows: list[list[torch.Tensor]] = [[] for _ in inputs]
-    used = [False] * len(inputs)
+    rows: list[list[torch.Tensor | None]] = [[] for _ in inputs]
     parts = _task_outputs(losses)
     for k in range(K):
         keep = retain_graph or k < K - 1
@@ -251,10 +270,19 @@ def _loop(losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bo
         else:
             edge, one = parts[k]
             grads = torch.autograd.grad([edge], inputs, [one], retain_graph=keep, allow_unused=True)
-        for i, (g, x) in enumerate(zip(grads, inputs)):
-            used[i] = used[i] or g is not None
-            rows[i].append(_zeros(1, x)[0] if g is None else g)
-    return [torch.stack(r) if u else None for r, u in zip(rows, used)]
+        for i, g in enumerate(grads):
+            rows[i].append(g)
+    return [_stack(r, x) for r, x in zip(rows, inputs)]
+
+
+def _stack(grads: list[torch.Tensor | None], x: torch.Tensor | GradientEdge) -> torch.Tensor | SparseRows | None:
+    """The K per-task gradients of ``x`` as one (K, *x.shape) tensor (zeros for a task that does not reach
+    it), as :class:`SparseRows` when some are sparse (nn.Embedding(sparse=True)), None when none exists."""
+    if all(g is None for g in grads):
+        return None
+    if any(g is not None and g.is_sparse for g in grads):
+        return stack_rows(grads, x)  # type: ignore[arg-type]
+    return torch.stack([_zeros(1, x)[0] if g is None else g for g in grads])
 
 
 def gramian(grads: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -274,9 +302,12 @@ def flatten(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([g.reshape(K, -1) for g in grads], dim=1)
 
 
-def combine(grads: Sequence[torch.Tensor], weights: torch.Tensor) -> list[torch.Tensor]:
-    """Jᵀw per input block: Σ_k w_k ∂L_k/∂x."""
-    return [torch.tensordot(weights.to(g.dtype), g, dims=1) for g in grads]
+def combine(grads: Sequence[torch.Tensor | SparseRows], weights: torch.Tensor) -> list[torch.Tensor]:
+    """Jᵀw per input block: Σ_k w_k ∂L_k/∂x (sparse for row-sparse blocks)."""
+    return [
+        g.combine(weights) if isinstance(g, SparseRows) else torch.tensordot(weights.to(g.dtype), g, dims=1)
+        for g in grads
+    ]
 
 
 def accumulate(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
@@ -284,6 +315,9 @@ def accumulate(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) ->
     tensor itself when it is a fresh, contiguous tensor of the right dtype (no copy)."""
     for p, g in zip(params, grads):
         g = g.detach()
+        if g.is_sparse:  # a sparse table's gradient stays sparse (SparseAdam needs it so)
+            p.grad = g if p.grad is None else p.grad + g
+            continue
         if p.grad is None:
             fresh = g._base is None and g.is_contiguous() and g.dtype == p.dtype and g.shape == p.shape
             p.grad = g if fresh else g.to(p.dtype).reshape(p.shape).clone()
@@ -293,15 +327,19 @@ def accumulate(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) ->
 
 class TaskJacobian:
     """Per-task gradients of a list of targets: a dense (K, *x.shape) block per target, except the
-    linear layers held as :class:`~polytask.balancing.factored.FactoredLinear` (weight and bias)."""
+    linear layers held as :class:`~polytask.balancing.factored.FactoredLinear` (weight and bias) and
+    row-sparse tables (``sparse``: target index -> :class:`SparseRows`), whose dense block is the
+    compressed (K, u, ...) one and whose Jᵀw is sparse."""
 
     def __init__(
         self,
         targets: Sequence[torch.Tensor],
         dense: Sequence[torch.Tensor | None],
         factored: Sequence[tuple[fac.FactoredLinear, list[int]]] = (),
+        sparse: dict[int, SparseRows] | None = None,
     ):
         self.targets, self.dense, self.factored = list(targets), list(dense), list(factored)
+        self.sparse = dict(sparse or {})
         self.row_scale: torch.Tensor | None = None  # set by scaled()
 
     @property
@@ -351,11 +389,13 @@ class TaskJacobian:
         for block, indices in self.factored:
             for i, grad in zip(indices, block.combine(weights)):
                 out[i] = grad
+        for i, rows in self.sparse.items():
+            out[i] = rows.expand(out[i])  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
 
     def scaled(self, scale: torch.Tensor) -> TaskJacobian:
         """The Jacobian of the losses scale_k L_k (a view: G -> D G D and w -> D w, D = diag(scale))."""
-        out = TaskJacobian(self.targets, self.dense, self.factored)
+        out = TaskJacobian(self.targets, self.dense, self.factored, self.sparse)
         previous = self.row_scale
         out.row_scale = scale.detach() if previous is None else previous * scale.detach()
         return out
@@ -402,8 +442,17 @@ def task_jacobian(
         reach_any=0 if must_use else len(edges) + len(plain),
     )
     deltas, rest = grads[: len(edges)], grads[len(edges) :]
+    if world > 1 and any(isinstance(g, SparseRows) for g in rest):
+        raise PolytaskError(
+            "per-task gradients: sparse embedding gradients (nn.Embedding(sparse=True)) are not supported under "
+            "torch.distributed (each process touches other rows); use sparse=False"
+        )
     dense: list[torch.Tensor | None] = [None] * len(targets)
+    sparse: dict[int, SparseRows] = {}
     for t, g in zip(plain, rest[: len(plain)]):
+        if isinstance(g, SparseRows):
+            sparse[position[id(t)]] = g
+            g = g.values
         dense[position[id(t)]] = g
     factored_blocks, start = [], 0
     for block in blocks:
@@ -413,7 +462,7 @@ def task_jacobian(
         start += n
     if world > 1 and factored_blocks:
         _gather_rows([b for b, _ in factored_blocks], padded_rows, world)
-    return TaskJacobian(targets, dense, factored_blocks), list(rest[len(plain) :]), used
+    return TaskJacobian(targets, dense, factored_blocks, sparse), list(rest[len(plain) :]), used
 
 
 def _blocks_to_factor(
