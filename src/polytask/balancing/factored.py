@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.autograd.graph import GradientEdge
 
+from polytask.balancing.graph_walk import graph_nodes
+
 MODES = ("auto", "always", "never")
 
 
@@ -196,19 +198,13 @@ def find_linear_blocks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> 
     candidates = {id(p): p for p in params if p.requires_grad}
     indegree: dict[object, int] = {}
     matches = []
-    stack, seen = [losses.grad_fn], set()
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
+    for node in graph_nodes(losses.grad_fn):
         match = _linear_use(node, candidates)
         if match is not None:
             matches.append(match)
         for child, _ in node.next_functions:
             if child is not None:
                 indegree[child] = indegree.get(child, 0) + 1
-                stack.append(child)
     blocks: dict[int, LinearBlock] = {}
     weight_paths: dict[int, list[list]] = {}
     bias_paths: dict[int, list[list]] = {}

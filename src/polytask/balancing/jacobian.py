@@ -36,6 +36,7 @@ from torch.autograd.graph import GradientEdge
 
 from polytask.balancing import direct
 from polytask.balancing import factored as fac
+from polytask.balancing.graph_walk import graph_nodes
 from polytask.balancing.sparse_rows import SparseRows, stack_rows
 from polytask.errors import NonFiniteGradientError, PolytaskError
 
@@ -119,16 +120,7 @@ def task_gradients(
 def _sparse_tables(losses: torch.Tensor) -> bool:
     """Whether an embedding with sparse gradients (nn.Embedding / EmbeddingBag(sparse=True)) is in the
     graph of ``losses``."""
-    stack, seen = [losses.grad_fn], set()
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if getattr(node, "_saved_sparse", False) is True:
-            return True
-        stack.extend(child for child, _ in node.next_functions)
-    return False
+    return any(getattr(node, "_saved_sparse", False) is True for node in graph_nodes(losses.grad_fn))
 
 
 def _release(losses: torch.Tensor, inputs: Sequence[torch.Tensor | GradientEdge]) -> None:
@@ -576,20 +568,12 @@ def graph_leaves(root: torch.Tensor, stop_at: torch.Tensor | None = None) -> lis
     """Leaf tensors requiring grad that ``root`` depends on, in discovery order; the walk does not go
     past ``stop_at``'s node (used to find the task-specific parameters above a representation z)."""
     stop = stop_at.grad_fn if stop_at is not None else None
-    seen_nodes, leaves, seen_leaves = set(), [], set()
-    stack = [root.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen_nodes or (stop is not None and node is stop):
-            continue
-        seen_nodes.add(node)
-        variable = getattr(node, "variable", None)
-        if variable is not None:
-            if id(variable) not in seen_leaves:
-                seen_leaves.add(id(variable))
-                leaves.append(variable)
-            continue
-        stack.extend(next_node for next_node, _ in node.next_functions)
+    leaves, seen = [], set()
+    for node in graph_nodes(root.grad_fn, stop):
+        variable = getattr(node, "variable", None)  # an accumulator: its parameter (it has no children)
+        if variable is not None and id(variable) not in seen:
+            seen.add(id(variable))
+            leaves.append(variable)
     return leaves
 
 
@@ -608,15 +592,9 @@ def check_compiled_regions(losses: torch.Tensor, who: str, stop_at: torch.Tensor
     stop = stop_at.grad_fn if stop_at is not None else None
     crossings: dict[object, int] = {}
     for start in starts:
-        seen, stack = set(), [start]
-        while stack:
-            node = stack.pop()
-            if node is None or node in seen or node is stop:
-                continue
-            seen.add(node)
+        for node in graph_nodes(start, stop):
             if type(node).__name__ == "CompiledFunctionBackward":
                 crossings[node] = crossings.get(node, 0) + (K if roots is None else 1)
-            stack.extend(child for child, _ in node.next_functions)
     shared = sum(count >= 2 for count in crossings.values())
     if shared:
         raise PolytaskError(
