@@ -510,3 +510,18 @@ def test_sparse_embedding_gradients_are_refused_under_distributed(monkeypatch):
     monkeypatch.setattr(pt.balancing.jacobian, "world_size", lambda: 2)
     with pytest.raises(PolytaskError, match=r"nn.Embedding\(sparse=True\)\) are not supported under torch.distributed"):
         pt.balancing.jacobian.task_jacobian(losses, [table.weight], engine="loop")
+
+
+def test_shared_parameter_errors_say_what_is_wrong():
+    enc, head = nn.Linear(4, 4), nn.Linear(4, 2)
+    out = head(enc(torch.randn(8, 4)))
+    losses = lambda: [out[:, 0].mean(), out[:, 1].mean()]  # noqa: E731
+    mgda = pt.balancing.create("mgda", tasks=2)
+    with pytest.raises(PolytaskError, match=r"need shared_params=.*none were given"):
+        mgda.backward(losses())
+    with pytest.raises(PolytaskError, match="the list is empty"):
+        mgda.backward(losses(), shared_params=iter([]))
+    enc.requires_grad_(False)
+    frozen = r"no shared parameter requires grad \(a frozen encoder\?\).*loss weighting"
+    with pytest.raises(PolytaskError, match=frozen):
+        mgda.backward(losses(), shared_params=enc.parameters())

@@ -129,7 +129,8 @@ class GradientBalancer(Balancer):
         """Per-task gradients -> aggregated ``.grad`` on every parameter; returns the (K,) weights w with
         d = Σ_k w_k g_k (for methods without task weights, the effective coefficients)."""
         stacked = self.stack_losses(losses)
-        shared = None if shared_params is None else _unique(p for p in shared_params if p.requires_grad)
+        given = None if shared_params is None else list(shared_params)
+        shared = None if given is None else _unique(p for p in given if p.requires_grad)
         if self.rep_grad:
             if representation is None:
                 raise PolytaskError(
@@ -141,9 +142,15 @@ class GradientBalancer(Balancer):
                 raise PolytaskError(f"{self.name}: the representation does not require grad (was it detached?)")
             targets = [representation]
         else:
+            if not given:
+                what = "none were given" if given is None else "the list is empty (a model without shared layers?)"
+                raise PolytaskError(
+                    f"{self.name}: gradient methods need shared_params= (e.g. model.shared_parameters()), and {what}"
+                )
             if not shared:
                 raise PolytaskError(
-                    f"{self.name}: gradient methods need shared_params= (e.g. model.shared_parameters())"
+                    f"{self.name}: no shared parameter requires grad (a frozen encoder?): gradient methods balance "
+                    "the gradients of shared parameters; while it is frozen, train with a loss weighting (e.g. ew)"
                 )
             targets = shared
         heads = self._heads(stacked, shared, task_params, representation)
