@@ -107,6 +107,7 @@ def test_has_representation_says_whether_forward_sets_one(dataset):
         model = pt.models.create(arch, tasks=data.tasks, input_shape=data.input_shape)
         model(batch)
         z = model.representation
+        assert model.has_representation is not None, f"{arch} does not say whether it has a representation"
         assert (z is not None) == model.has_representation, arch
         if z is not None:
             assert z.requires_grad and z.shape[0] == 4, arch

@@ -236,6 +236,25 @@ def test_trainer_refuses_a_method_the_model_cannot_take_before_training(tiny_dat
         assert "one shared representation" in str(error.value)
         assert ("; use" in str(error.value)) == bool(instead[method]) and instead[method] in str(error.value)
     trainer("hps_mlp", "mgda_ub")  # HPS has z
+
+    class Own(pt.models.MultiTaskModel):  # a user's model that does not say: checked at the first step only
+        def __init__(self):
+            super().__init__()
+            self.tasks, self.body = names, torch.nn.Linear(256, 8)
+            self.heads = torch.nn.ModuleDict({t: torch.nn.Linear(8, 10 if t != "sum" else 1) for t in names})
+
+        def forward(self, x):
+            self.representation = z = self.body(x.flatten(1))
+            return {t: h(z) for t, h in self.heads.items()}
+
+        def shared_parameters(self):
+            return self.body.parameters()
+
+        def task_parameters(self, task):
+            return self.heads[task].parameters()
+
+    mgda_ub = pt.balancing.create("mgda_ub", tasks=names)
+    pt.Trainer(Own(), tiny_data.tasks, mgda_ub, tiny_data.train, tiny_data.val, epochs=1, progress=False).fit()
     trainer("cross_stitch", "pcgrad")  # parameter mode: the stitched columns share the stitch units
     with pytest.raises(pt.ConfigError, match=r"'mgda' cannot train SoftSharing: .*has none .*use a loss weighting"):
         trainer("soft_sharing", "mgda")

@@ -22,8 +22,9 @@ class MultiTaskModel(nn.Module):
     tasks: list[str]
     representation: torch.Tensor | None = None
     # whether forward() sets ``representation`` (one shared z that every task head reads); balancers that
-    # need z (MGDA-UB, GradDrop, rep_grad=True) are refused before training on a model without one
-    has_representation: bool = False
+    # need z (MGDA-UB, GradDrop, rep_grad=True) are refused before training on a model that says False.
+    # None (a subclass that does not say): not checked before training (the first step tells)
+    has_representation: bool | None = None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError

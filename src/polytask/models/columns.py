@@ -23,6 +23,8 @@ class ColumnNetwork(MultiTaskModel):
     """K columns of stage widths ``widths`` x ``width_factor``; subclasses set ``self.fusions`` (one module
     per stage, mapping the list of K features to K features, or ``None`` for no mixing)."""
 
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

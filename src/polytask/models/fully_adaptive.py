@@ -79,6 +79,8 @@ def best_grouping(units: Sequence[Group], affinity: torch.Tensor, branch_cost: f
     baseline="hps_resnet",
 )
 class FullyAdaptive(MultiTaskModel):
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

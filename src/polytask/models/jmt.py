@@ -56,6 +56,8 @@ def label_distribution(task: Task, pred: torch.Tensor) -> torch.Tensor:
     baseline="hps_resnet",
 )
 class JointManyTask(MultiTaskModel):
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

@@ -34,6 +34,8 @@ class MixtureOfExperts(MultiTaskModel):
     There is no single shared representation (gates and experts both read the input), so
     ``representation`` stays ``None``: representation-gradient methods need the parameter mode."""
 
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

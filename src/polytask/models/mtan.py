@@ -45,6 +45,8 @@ def attention(cin: int, channels: int) -> nn.Sequential:
     baseline="hps_resnet",
 )
 class MTAN(MultiTaskModel):
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

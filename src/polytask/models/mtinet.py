@@ -71,6 +71,8 @@ class FeaturePropagation(nn.Module):
     baseline="hps_resnet",
 )
 class MTINet(MultiTaskModel):
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

@@ -61,6 +61,8 @@ class Distillation(nn.Module):
     baseline="hps_resnet",
 )
 class PADNet(MultiTaskModel):
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

@@ -62,6 +62,8 @@ class PLE(MultiTaskModel):
     """Stacked extraction layers (``levels`` = 1 is CGC). No single shared representation exists (task
     gates read the input), so ``representation`` stays ``None``."""
 
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

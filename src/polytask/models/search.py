@@ -70,6 +70,8 @@ class UsageSplitModel(MultiTaskModel):
     shared, one used by task k alone is k's, one used by none gets no gradient and is in neither list.
     ``self.heads`` ({task: module}) are always task-specific."""
 
+    has_representation = False  # no single z that every task head reads
+
     heads: nn.ModuleDict
 
     def _parameter_users(self) -> list[tuple[nn.Parameter, set[int]]]:

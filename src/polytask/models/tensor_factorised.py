@@ -107,6 +107,8 @@ class FactorisedConv(nn.Module):
 
 
 class TensorFactorised(MultiTaskModel):
+    has_representation = False  # no single z that every task head reads
+
     def __init__(
         self,
         tasks: Sequence[Task],

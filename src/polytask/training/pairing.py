@@ -16,9 +16,9 @@ from polytask.tasks import Task
 
 def pairing_problem(model: nn.Module, balancer: Balancer, tasks: Sequence[Task]) -> str | None:
     """Why ``balancer`` cannot train ``model`` on ``tasks`` (a phrase whose subject is the method); None
-    when it can. ``model`` needs
-    ``shared_parameters()``; its ``has_representation`` flag is read when it has one (a model of the
-    user's own without it is not checked for z: that shows only in the forward pass)."""
+    when it can. ``model`` needs ``shared_parameters()``; its ``has_representation`` flag is read when
+    it says True or False (a model of the user's own that does not say is not checked for z: that shows
+    in the first step)."""
     shared = list(model.shared_parameters()) if hasattr(model, "shared_parameters") else []
     problem = balancer.incompatibility(shared, getattr(model, "has_representation", None))
     if problem:
