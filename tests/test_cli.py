@@ -284,3 +284,11 @@ def test_compare_leaves_out_pairs_that_cannot_train_and_says_why(tmp_path, capsy
     err = capsys.readouterr().err
     assert "no requested method can train a requested architecture" in err and "graddrop on mmoe" in err
     assert not (none / "baselines").exists()
+
+
+def test_compare_and_group_refuse_to_run_under_torchrun(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["compare", "--methods", "ew"]) == 2
+    assert "polytask compare runs in one process" in capsys.readouterr().err
+    assert main(["group"]) == 2
+    assert "polytask group runs in one process" in capsys.readouterr().err

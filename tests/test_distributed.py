@@ -115,3 +115,79 @@ def test_two_process_step_equals_single_process_step_on_the_global_batch(tmp_pat
             expected = run(method, x, y, factored="never", engine="batched")
             for g, e in zip(got[f"{method}/direct"], expected):
                 assert torch.allclose(g, e, atol=1e-5), (method, "direct", rank, (g - e).abs().max())
+
+
+# ------------------------------------------------------------------------------------------ the Trainer
+TRAINER_METHODS = ["ew", "uw", "dwa", "dtp", "lbtw", "famo", "gradnorm", "mgda", "pcgrad", "upgrad"]
+
+
+def trainer_run(method, data, out_dir=None):
+    """Two epochs of the Trainer (hps_mlp without dropout, Adam); the final weights and the history."""
+    pt.seed_everything(0)
+    model = pt.models.create("hps_mlp", tasks=data.tasks, input_shape=data.input_shape)
+    balancer = pt.balancing.create(method, tasks=[t.name for t in data.tasks])
+    trainer = pt.Trainer(
+        model,
+        data.tasks,
+        balancer,
+        data.train,
+        data.val,
+        data.test,
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        progress=False,
+        out_dir=out_dir,
+        seed=0,
+    )
+    result = trainer.fit()
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rows = [len(batch[0]) for batch in trainer.train_batches]  # this process's share of each batch
+    return {"weights": weights, "history": result.history, "writes": trainer.writes, "rows": rows}
+
+
+def trainer_data():
+    return pt.data.create("multidigits", n_train=96, n_val=48, n_test=48)
+
+
+def trainer_worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data = trainer_data()  # from the cache the parent filled (not rebuilt by two processes at once)
+        results = {m: trainer_run(m, data, os.path.join(out_dir, m)) for m in TRAINER_METHODS}
+        torch.save(results, os.path.join(out_dir, f"trainer_rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+def test_trainer_on_two_processes_equals_one_process_on_the_global_batches(tmp_path):
+    """Each process takes half of every batch of 32; loss weightings have their gradients averaged by the
+    Trainer, gradient methods average the per-task gradients themselves; the epoch statistics (losses,
+    weights, DTP's KPIs) are the global ones and process 0's evaluation decides the selection."""
+    data = trainer_data()
+    mp.spawn(trainer_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    torch.set_num_threads(1)
+    for method in TRAINER_METHODS:
+        expected = trainer_run(method, data)
+        for rank in range(2):
+            got = torch.load(tmp_path / f"trainer_rank{rank}.pt", weights_only=False)[method]
+            for name, value in expected["weights"].items():
+                assert torch.allclose(got["weights"][name], value, atol=1e-5), (method, rank, name)
+            for g, e in zip(got["history"], expected["history"]):
+                for key in ("train_loss", "weights"):
+                    assert g[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), (method, rank, key)
+                assert g["best"] == e["best"]
+            assert got["writes"] == (rank == 0)
+            assert expected["rows"] == [32, 32, 32] and got["rows"] == [16, 16, 16]
+        assert (tmp_path / method / "result.json").exists() and (tmp_path / method / "checkpoint.pt").exists()
+
+
+def test_trainer_under_world_size_without_a_process_group_says_so(monkeypatch):
+    data = pt.data.create("multidigits", n_train=32, n_val=16, n_test=16)
+    model = pt.models.create("hps_mlp", tasks=data.tasks, input_shape=data.input_shape)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(pt.PolytaskError, match=r"one of 2 .* no process group is initialised"):
+        pt.Trainer(model, data.tasks, pt.balancing.create("ew", tasks=3), data.train, data.val)

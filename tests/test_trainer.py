@@ -266,11 +266,3 @@ def test_trainer_refuses_a_method_the_model_cannot_take_before_training(tiny_dat
     with pytest.raises(pt.ConfigError, match=r"'dtp' cannot train HPS: it needs a KPI .* task\(s\) sum have none"):
         trainer("hps_mlp", "dtp", tasks=no_kpi)
 
-
-def test_trainer_refuses_to_run_as_one_of_several_processes(tiny_data, monkeypatch):
-    """Under torchrun every process would train the whole run and write the same files."""
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(pt.PolytaskError, match=r"one of 2 \(torchrun.*balancer.backward"):
-        make_trainer(tiny_data)
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    make_trainer(tiny_data)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
+import torch.distributed as dist
 
 from polytask import balancing, data, models
 from polytask.config import DEFAULT_METHODS, CompareConfig, GroupConfig, RunConfig, from_mapping, load_yaml
@@ -96,6 +101,7 @@ def _overrides(args: argparse.Namespace, keys: Sequence[str]) -> dict:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    _single_process("compare")
     from polytask.compare import Comparison
     from polytask.report import leaderboard_markdown
 
@@ -126,7 +132,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = from_mapping(RunConfig, values, args.config)
     if args.resume and not config.out:
         raise PolytaskError("--resume needs an output directory (--out or 'out' in the config)")
-    result = run_from_config(config, resume=args.resume, progress=not args.quiet)
+    with _process_group(config.device):
+        result = run_from_config(config, resume=args.resume, progress=not args.quiet)
+    if _world() > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # process 0 reports
     print(f"best epoch {result.best_epoch}; test scores:")
     for task, scores in (result.test_scores or {}).items():
         print(f"  {task}: " + ", ".join(f"{m}={v:.4f}" for m, v in scores.items()))
@@ -135,7 +144,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _world() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+@contextlib.contextmanager
+def _process_group(device: str):
+    """Under torchrun (WORLD_SIZE > 1): the process group (nccl on GPUs, gloo on the CPU) for the run."""
+    if _world() <= 1 or dist.is_initialized():
+        yield
+        return
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _single_process(command: str) -> None:
+    if _world() > 1:
+        raise PolytaskError(
+            f"polytask {command} runs in one process (it trains many short runs); under torchrun use "
+            "polytask train, or launch polytask compare without torchrun"
+        )
+
+
 def cmd_group(args: argparse.Namespace) -> int:
+    _single_process("group")
     from polytask.grouping import run_grouping
 
     values = load_yaml(args.config) if args.config else {}

@@ -58,6 +58,9 @@ class Balancer(nn.Module):
     needs_kpis: bool = False
     needs_shared_params: bool = False
     needs_representation: bool = False
+    # True: backward() already leaves every process the gradients of the global batch (gradient methods);
+    # False: it is one ordinary backward of this process's losses, averaged by DDP or a training loop
+    averages_over_processes: bool = False
     # methods that take logs or ratios of the losses, or whose objective is unbounded below for a negative
     # loss, say so here: a loss below loss_floor() is then an error naming the task, not meaningless weights
     loss_use: str | None = None

@@ -51,6 +51,7 @@ class GradientBalancer(Balancer):
     """
 
     needs_shared_params = True
+    averages_over_processes = True
     supports_rep_grad = True
     defines_weights = True  # False: heads always get their plain task gradient (PCGrad, GradVac, ...)
     # what to use instead in rep-grad mode on a model without one shared representation (None: nothing)

@@ -111,9 +111,25 @@ class BatchLoader:
     """Mini-batches of a :class:`Split`; with ``shuffle`` the order of epoch e is a function of (seed, e)
     only, so a resumed run sees exactly the batches an uninterrupted one would (cf. DistributedSampler)."""
 
-    def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
+    ):
         if batch_size < 1:
             raise PolytaskError(f"batch_size must be >= 1, got {batch_size}")
+        self.rank, self.world = shard
+        if not 0 <= self.rank < self.world:
+            raise PolytaskError(f"shard must be (rank, processes) with 0 <= rank < processes, got {shard}")
+        if batch_size % self.world:
+            raise PolytaskError(
+                f"batch_size {batch_size} must be a multiple of the {self.world} processes (each takes an equal "
+                "share of every batch)"
+            )
         self.split, self.batch_size, self.shuffle, self.seed, self.drop_last = (
             split,
             batch_size,
@@ -126,9 +142,21 @@ class BatchLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
+    def _bounds(self) -> list[tuple[int, int]]:
+        """(start, end) of this process's share of each batch. With several processes (``shard``) every
+        batch is split into equal shares; a last batch smaller than a multiple of them loses the rest."""
         n = len(self.split)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        count = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        out = []
+        for b in range(count):
+            start, end = b * self.batch_size, min(n, (b + 1) * self.batch_size)
+            share = (end - start) // self.world
+            if share:
+                out.append((start + self.rank * share, start + (self.rank + 1) * share))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._bounds())
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.split)
@@ -137,13 +165,9 @@ class BatchLoader:
             order = torch.randperm(n, generator=g)
         else:
             order = None
-        for b in range(len(self)):
-            if order is None:
-                sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
-                yield take(self.split.inputs, sl), {k: v[sl] for k, v in self.split.targets.items()}
-            else:
-                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                yield take(self.split.inputs, idx), {k: v[idx] for k, v in self.split.targets.items()}
+        for start, end in self._bounds():
+            rows = slice(start, end) if order is None else order[start:end]
+            yield take(self.split.inputs, rows), {k: v[rows] for k, v in self.split.targets.items()}
 
 
 # ------------------------------------------------------------------------------------------ caching

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from polytask.balancing.base import Balancer
+from polytask.balancing.jacobian import all_reduce_mean
 from polytask.data.base import BatchLoader, Split
 from polytask.errors import NonFiniteLossError, PolytaskError
 from polytask.metrics.delta import relative_gains
@@ -123,13 +125,19 @@ class Trainer:
     ):
         if epochs < 1:
             raise PolytaskError(f"epochs must be >= 1, got {epochs}")
-        world = _world_size()
-        if world > 1:
-            raise PolytaskError(
-                f"the Trainer trains in one process, and this is one of {world} (torchrun / torch.distributed): "
-                "each would train the whole run on all the data and write the same files. For multi-process "
-                "training call balancer.backward(...) in your own loop (README, 'Distributed training')"
-            )
+        self.world, self.rank = _world_size(), 0
+        if self.world > 1:
+            if not (dist.is_available() and dist.is_initialized()):
+                raise PolytaskError(
+                    f"this process is one of {self.world} (WORLD_SIZE) but no process group is initialised: call "
+                    "torch.distributed.init_process_group() before building the Trainer (polytask train does it)"
+                )
+            self.rank = dist.get_rank()
+            if not isinstance(train, Split):
+                raise PolytaskError(
+                    "under torch.distributed the Trainer needs the training data as a Split (it gives each process "
+                    "an equal share of every batch)"
+                )
         if patience is not None and patience < 1:
             raise PolytaskError(f"patience must be >= 1 or None, got {patience}")
         self.patience = patience
@@ -150,10 +158,10 @@ class Trainer:
         self.balancer = balancer.to(self.device)
         self.tasks = list(tasks)
         self.primary = [t for t in self.tasks if t.role == "primary"] or self.tasks
-        self.epochs, self.seed, self.progress = epochs, seed, progress
+        self.epochs, self.seed, self.progress = epochs, seed, progress and self.rank == 0
         self.on_nonfinite = on_nonfinite
         self.baseline_val_scores = baseline_val_scores
-        self.train_batches = self._batches(train, batch_size, shuffle=True)
+        self.train_batches = self._batches(train, batch_size, shuffle=True, shard=(self.rank, self.world))
         self.val_batches = self._batches(val, eval_batch_size, shuffle=False)
         self.test_batches = None if test is None else self._batches(test, eval_batch_size, shuffle=False)
         groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
@@ -168,16 +176,17 @@ class Trainer:
                 "add balancer.parameters() to it"
             )
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.logger = None if self.out_dir is None else EpochLogger(self.out_dir)
+        self.writes = self.out_dir is not None and self.rank == 0  # one process writes logs and checkpoints
+        self.logger = EpochLogger(self.out_dir) if self.writes else None
         self.shared_params = list(model.shared_parameters())
         self.task_params = model.task_parameter_groups()
         self.directions = {t.name: t.directions for t in self.primary}
         # tasks with no missing target anywhere in the training split skip the per-batch check
         self.complete = complete_tasks(self.tasks, train.targets) if isinstance(train, Split) else frozenset()
 
-    def _batches(self, data, batch_size: int, shuffle: bool):
+    def _batches(self, data, batch_size: int, shuffle: bool, shard: tuple[int, int] = (0, 1)):
         if isinstance(data, Split):
-            return BatchLoader(data, batch_size, shuffle=shuffle, seed=self.seed)
+            return BatchLoader(data, batch_size, shuffle=shuffle, seed=self.seed, shard=shard)
         return data
 
     @property
@@ -204,7 +213,10 @@ class Trainer:
             if self.logger is not None:
                 self.logger.append(record)
             if self.checkpoint_path is not None:
-                self._save(state)
+                if self.writes:
+                    self._save(state)
+                if self.world > 1:  # the others wait until the checkpoint is on disk
+                    dist.barrier()
         return self._finish(state)
 
     # ------------------------------------------------------------------------------------ internals
@@ -313,6 +325,12 @@ class Trainer:
                 outputs = model(x)
             losses = self._training_losses(outputs, targets)
             stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
+            if self.world > 1 and self._nonfinite_anywhere(stacked):  # every process skips or raises alike
+                if self.on_nonfinite == "skip":
+                    skipped += 1
+                    continue
+                bad = [n for n, ok in zip(names, torch.isfinite(stacked.detach()).tolist()) if not ok]
+                raise NonFiniteLossError(bad or ["(in another process)"], f"epoch {epoch + 1}, step {step + 1}")
             opt.zero_grad(set_to_none=True)
             regularization = model.regularization() if hasattr(model, "regularization") else None
             if regularization is not None:  # the architecture's own penalty, outside task balancing
@@ -331,6 +349,8 @@ class Trainer:
                     skipped += 1
                     continue
                 raise NonFiniteLossError(exc.tasks, f"epoch {epoch + 1}, step {step + 1}") from None
+            if self.world > 1 and not balancer.averages_over_processes:
+                self._average_gradients()
             opt.step()
             if balancer.needs_post_step_losses:
                 with torch.no_grad(), autocast:
@@ -345,12 +365,17 @@ class Trainer:
                         kpi_n[k] += 1
             steps += 1
         seconds = time.perf_counter() - start
+        if self.world > 1:  # epoch statistics of the global batches
+            all_reduce_mean([loss_sum, weight_sum])
+            counts = torch.tensor([kpi_sum, kpi_n], dtype=torch.float64, device=self.device)
+            dist.all_reduce(counts)
+            kpi_sum, kpi_n = counts[0].tolist(), [int(c) for c in counts[1].tolist()]
         if steps == 0:
             raise PolytaskError(f"epoch {epoch + 1}: no batch could be trained ({skipped} skipped as non-finite)")
         train_loss = dict(zip(names, (loss_sum / steps).tolist()))
         kpis = {n: (kpi_sum[k] / kpi_n[k] if kpi_n[k] else float("nan")) for k, n in enumerate(names)}
         balancer.epoch_end(losses=train_loss, kpis=kpis if balancer.needs_kpis else None)
-        val = evaluate(model, self.tasks, self.val_batches, self.device, self.amp)
+        val = self._agreed(evaluate(model, self.tasks, self.val_batches, self.device, self.amp))
         if state["reference"] is None:
             state["reference"] = val.scores
         score = selection_score(val.scores, state["reference"], self.directions)
@@ -390,7 +415,7 @@ class Trainer:
         test = (
             None
             if self.test_batches is None
-            else evaluate(self.model, self.tasks, self.test_batches, self.device, self.amp).scores
+            else self._agreed(evaluate(self.model, self.tasks, self.test_batches, self.device, self.amp)).scores
         )
         result = TrainResult(
             best_epoch=state["best_epoch"] + 1,
@@ -403,6 +428,28 @@ class Trainer:
             train_seconds=state["train_seconds"],
             extra={"epochs_trained": state["epoch"], "stopped_early": state["epoch"] < self.epochs},
         )
-        if self.out_dir is not None:
-            write_json(self.out_dir / "result.json", result.to_dict())
+        if self.writes:
+            write_json(self.out_dir / "result.json", result.to_dict())  # type: ignore[operator]
         return result
+
+    # ------------------------------------------------------------------------------------ several processes
+    def _nonfinite_anywhere(self, stacked: torch.Tensor) -> bool:
+        flag = torch.tensor([0.0 if bool(torch.isfinite(stacked.detach()).all()) else 1.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _average_gradients(self) -> None:
+        """The mean over processes of every gradient (what DDP does), for balancers whose backward is
+        one ordinary backward of this process's losses (loss weightings, GradNorm)."""
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if any(g.is_sparse for g in grads):
+            raise PolytaskError("under torch.distributed the Trainer does not average sparse gradients")
+        all_reduce_mean(grads)
+
+    def _agreed(self, result: EvalResult) -> EvalResult:
+        """Process 0's evaluation, on every process: model selection and early stopping then agree."""
+        if self.world == 1:
+            return result
+        box = [result]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
