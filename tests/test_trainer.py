@@ -266,3 +266,14 @@ def test_trainer_refuses_a_method_the_model_cannot_take_before_training(tiny_dat
     with pytest.raises(pt.ConfigError, match=r"'dtp' cannot train HPS: it needs a KPI .* task\(s\) sum have none"):
         trainer("hps_mlp", "dtp", tasks=no_kpi)
 
+
+
+def test_device_errors_name_the_device():
+    from polytask.utils import resolve_device
+
+    with pytest.raises(pt.PolytaskError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(pt.PolytaskError, match="CUDA is not available"):
+            resolve_device("cuda:0")

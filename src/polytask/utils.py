@@ -27,7 +27,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else is checked."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PolytaskError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PolytaskError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
     return dev
