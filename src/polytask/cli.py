@@ -16,6 +16,7 @@ import torch.distributed as dist
 from polytask import balancing, data, models
 from polytask.config import DEFAULT_METHODS, CompareConfig, GroupConfig, RunConfig, from_mapping, load_yaml
 from polytask.errors import PolytaskError
+from polytask.utils import launched_processes
 
 
 def _csv(text: str) -> list[str]:
@@ -134,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise PolytaskError("--resume needs an output directory (--out or 'out' in the config)")
     with _process_group(config.device):
         result = run_from_config(config, resume=args.resume, progress=not args.quiet)
-    if _world() > 1 and int(os.environ.get("RANK", "0")) != 0:
+    if launched_processes() > 1 and int(os.environ.get("RANK", "0")) != 0:
         return 0  # process 0 reports
     print(f"best epoch {result.best_epoch}; test scores:")
     for task, scores in (result.test_scores or {}).items():
@@ -144,17 +145,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _world() -> int:
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
-
-
 @contextlib.contextmanager
 def _process_group(device: str):
     """Under torchrun (WORLD_SIZE > 1): the process group (nccl on GPUs, gloo on the CPU) for the run."""
-    if _world() <= 1 or dist.is_initialized():
+    if launched_processes() <= 1 or dist.is_initialized():
         yield
         return
     cuda = device != "cpu" and torch.cuda.is_available()
@@ -168,7 +162,7 @@ def _process_group(device: str):
 
 
 def _single_process(command: str) -> None:
-    if _world() > 1:
+    if launched_processes() > 1:
         raise PolytaskError(
             f"polytask {command} runs in one process (it trains many short runs); under torchrun use "
             "polytask train, or launch polytask compare without torchrun"

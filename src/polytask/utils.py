@@ -23,6 +23,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def launched_processes() -> int:
+    """How many processes torchrun (or any launcher setting WORLD_SIZE) started for this job; 1 without."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else is checked."""
     if str(device) == "auto":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +28,7 @@ from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkp
 from polytask.training.evaluation import EvalResult, evaluate, move_batch
 from polytask.training.logs import EpochLogger
 from polytask.training.pairing import check_pairing
-from polytask.utils import resolve_device, write_json
+from polytask.utils import launched_processes, resolve_device, write_json
 
 Scores = dict[str, dict[str, float]]
 
@@ -69,17 +68,6 @@ def selection_score(scores: Scores, reference: Scores, directions: Mapping[str, 
     gains = relative_gains(scores, reference, usable)
     return sum(gains.values()) / len(gains)
 
-
-
-def _world_size() -> int:
-    """Processes of a torch.distributed job this process belongs to (1 outside one); read from the
-    process group, or from torchrun's WORLD_SIZE before the group is initialised."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
 
 class Trainer:
     """Train ``model`` on ``tasks`` with ``balancer``.
@@ -125,9 +113,10 @@ class Trainer:
     ):
         if epochs < 1:
             raise PolytaskError(f"epochs must be >= 1, got {epochs}")
-        self.world, self.rank = _world_size(), 0
+        grouped = dist.is_available() and dist.is_initialized()
+        self.world, self.rank = (dist.get_world_size() if grouped else launched_processes()), 0
         if self.world > 1:
-            if not (dist.is_available() and dist.is_initialized()):
+            if not grouped:
                 raise PolytaskError(
                     f"this process is one of {self.world} (WORLD_SIZE) but no process group is initialised: call "
                     "torch.distributed.init_process_group() before building the Trainer (polytask train does it)"
