@@ -118,7 +118,8 @@ def test_two_process_step_equals_single_process_step_on_the_global_batch(tmp_pat
 
 
 # ------------------------------------------------------------------------------------------ the Trainer
-TRAINER_METHODS = ["ew", "uw", "dwa", "dtp", "lbtw", "famo", "gradnorm", "mgda", "pcgrad", "upgrad"]
+TRAINER_METHODS = ["ew", "uw", "dwa", "dtp", "lbtw", "famo", "gradnorm", "mgda", "mgda_ub", "pcgrad", "upgrad"]
+TRAINER_METHODS += ["graddrop", "nash_mtl", "imtl"]
 
 
 def trainer_run(method, data, out_dir=None):
