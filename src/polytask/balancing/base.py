@@ -92,8 +92,8 @@ class Balancer(nn.Module):
         first step, so a mismatch fails in milliseconds."""
         if self.needs_shared_params and not any(p.requires_grad for p in shared_params):
             return (
-                "balances the gradients of shared parameters, and the model has none (every task has its own "
-                "network): use a loss weighting"
+                "balances the gradients of shared parameters, and the model has none that is trained (every task "
+                "has its own network, or the shared layers are frozen): use a loss weighting"
             )
         if self.needs_representation and has_representation is False:
             return (
