@@ -277,3 +277,24 @@ def test_device_errors_name_the_device():
     if not torch.cuda.is_available():
         with pytest.raises(pt.PolytaskError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_batches_without_labels_of_a_task_are_counted_and_warned_about(tiny_data):
+    """A task with no labelled sample in a batch enters the balancer as a zero loss with a zero gradient
+    (MGDA then makes no update): the Trainer counts such batches per epoch and warns once."""
+    import dataclasses
+    import warnings
+
+    targets = dict(tiny_data.train.targets)
+    targets["sum"] = torch.full_like(targets["sum"], float("nan"))
+    targets["sum"][0] = tiny_data.train.targets["sum"][0]  # one labelled row: 5 of the 6 batches have none
+    data = dataclasses.replace(tiny_data, train=pt.data.Split(tiny_data.train.inputs, targets))
+    with pytest.warns(RuntimeWarning, match=r"some of the 6 batches \('sum' in 5\); there mgda sees a zero loss"):
+        trainer = make_trainer(data, "mgda", epochs=2)
+        result = trainer.fit()
+    assert [r["unlabelled_batches"] for r in result.history] == [{"sum": 5}, {"sum": 5}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = make_trainer(data, "ew", epochs=1).fit()  # EW: counted, not warned about
+    assert result.history[0]["unlabelled_batches"] == {"sum": 5}
+    assert "unlabelled_batches" not in make_trainer(tiny_data, "ew", epochs=1).fit().history[0]

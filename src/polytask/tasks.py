@@ -211,6 +211,18 @@ def compute_losses(
     }
 
 
+def unlabelled_tasks(
+    tasks: Sequence[Task], targets: Mapping[str, torch.Tensor], complete: Collection[str] = ()
+) -> list[str]:
+    """The tasks without a single labelled sample in this batch (every target missing or masked out):
+    :meth:`Task.compute_loss` gives them a zero loss with a zero gradient. ``complete`` tasks are skipped."""
+    return [
+        t.name
+        for t in tasks
+        if t.name not in complete and not bool(t.valid_mask(targets[t.name], targets.get(t.name + "_mask")).any())
+    ]
+
+
 def add_intermediate_losses(
     tasks: Sequence[Task],
     losses: Mapping[str, torch.Tensor],

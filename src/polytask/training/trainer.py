@@ -23,7 +23,7 @@ from polytask.data.base import BatchLoader, Split
 from polytask.errors import NonFiniteLossError, PolytaskError
 from polytask.metrics.delta import relative_gains
 from polytask.models.base import MultiTaskModel, count_parameters
-from polytask.tasks import Task, add_intermediate_losses, complete_tasks, compute_losses
+from polytask.tasks import Task, add_intermediate_losses, complete_tasks, compute_losses, unlabelled_tasks
 from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from polytask.training.evaluation import EvalResult, evaluate, move_batch
 from polytask.training.logs import EpochLogger
@@ -166,6 +166,7 @@ class Trainer:
             )
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.writes = self.out_dir is not None and self.rank == 0  # one process writes logs and checkpoints
+        self._warned_unlabelled = False
         self.logger = EpochLogger(self.out_dir) if self.writes else None
         self.shared_params = list(model.shared_parameters())
         self.task_params = model.task_parameter_groups()
@@ -298,6 +299,8 @@ class Trainer:
         loss_sum = torch.zeros(len(names), device=self.device)
         weight_sum = torch.zeros(len(names), device=self.device)
         kpi_sum, kpi_n = [0.0] * len(names), [0] * len(names)
+        unlabelled: dict[str, int] = {}  # batches in which a task had no labelled sample
+        check_labels = len(self.complete) < len(self.tasks)
         steps = skipped = 0
         model.train()
         start = time.perf_counter()
@@ -314,6 +317,9 @@ class Trainer:
                 outputs = model(x)
             losses = self._training_losses(outputs, targets)
             stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
+            if check_labels:
+                for name in unlabelled_tasks(self.tasks, targets, self.complete):
+                    unlabelled[name] = unlabelled.get(name, 0) + 1
             if self.world > 1 and self._nonfinite_anywhere(stacked):  # every process skips or raises alike
                 if self.on_nonfinite == "skip":
                     skipped += 1
@@ -389,6 +395,12 @@ class Trainer:
         }
         if balancer.needs_kpis:
             record["kpis"] = kpis
+        if check_labels:  # the same keys every epoch (the CSV log's columns)
+            record["unlabelled_batches"] = {
+                t.name: unlabelled.get(t.name, 0) for t in self.tasks if t.name not in self.complete
+            }
+        if unlabelled:
+            self._warn_unlabelled(unlabelled, epoch, steps + skipped)
         if self.progress:
             tqdm.write(
                 f"epoch {epoch + 1}/{self.epochs}  loss "
@@ -420,6 +432,22 @@ class Trainer:
         if self.writes:
             write_json(self.out_dir / "result.json", result.to_dict())  # type: ignore[operator]
         return result
+
+    def _warn_unlabelled(self, counts: dict[str, int], epoch: int, batches: int) -> None:
+        """Once per Trainer: tasks without a labelled sample in some batches enter the balancer there as
+        a zero loss with a zero gradient, which several methods read as something else than 'absent'."""
+        if self._warned_unlabelled or self.balancer.name == "ew" or self.rank != 0:
+            return
+        self._warned_unlabelled = True
+        which = ", ".join(f"{t!r} in {n}" for t, n in counts.items())
+        warnings.warn(
+            f"epoch {epoch + 1}: tasks without a labelled sample in some of the {batches} batches ({which}); there "
+            f"{self.balancer.name} sees a zero loss with a zero gradient (MGDA then makes no update, GLS and FAMO "
+            "put all weight on that task, UW and IMTL-L raise its weight): larger batches avoid it "
+            "(counts per epoch: 'unlabelled_batches' in the log)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     # ------------------------------------------------------------------------------------ several processes
     def _nonfinite_anywhere(self, stacked: torch.Tensor) -> bool:
