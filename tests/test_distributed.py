@@ -127,20 +127,8 @@ def trainer_run(method, data, out_dir=None):
     pt.seed_everything(0)
     model = pt.models.create("hps_mlp", tasks=data.tasks, input_shape=data.input_shape)
     balancer = pt.balancing.create(method, tasks=[t.name for t in data.tasks])
-    trainer = pt.Trainer(
-        model,
-        data.tasks,
-        balancer,
-        data.train,
-        data.val,
-        data.test,
-        epochs=2,
-        batch_size=32,
-        lr=3e-3,
-        progress=False,
-        out_dir=out_dir,
-        seed=0,
-    )
+    options = {"epochs": 2, "batch_size": 32, "lr": 3e-3, "progress": False, "out_dir": out_dir, "seed": 0}
+    trainer = pt.Trainer(model, data.tasks, balancer, data.train, data.val, data.test, **options)
     result = trainer.fit()
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rows = [len(batch[0]) for batch in trainer.train_batches]  # this process's share of each batch
