@@ -109,7 +109,9 @@ class MultiTaskData:
 
 class BatchLoader:
     """Mini-batches of a :class:`Split`; with ``shuffle`` the order of epoch e is a function of (seed, e)
-    only, so a resumed run sees exactly the batches an uninterrupted one would (cf. DistributedSampler)."""
+    only, so a resumed run sees exactly the batches an uninterrupted one would (cf. DistributedSampler).
+    ``shard=(rank, processes)``: this process's equal share of every batch (the same order on every
+    process, so the shares make up the batch one process would see)."""
 
     def __init__(
         self,
