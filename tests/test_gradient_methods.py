@@ -525,3 +525,24 @@ def test_shared_parameter_errors_say_what_is_wrong():
     frozen = r"no shared parameter requires grad \(a frozen encoder\?\).*loss weighting"
     with pytest.raises(PolytaskError, match=frozen):
         mgda.backward(losses(), shared_params=enc.parameters())
+
+
+@pytest.mark.parametrize("method", sorted(pt.balancing.available()))
+def test_update_scales_with_a_common_loss_scale(method):
+    """Scaling every loss by s (what fp16 loss scaling does before backward) scales every method's first
+    update by s, so a GradScaler's unscale restores it, except Nash-MTL's: its d (G w = 1/w) does not
+    depend on the losses' scale at all, so it must be used without loss scaling (README)."""
+
+    def update(scale):
+        torch.manual_seed(0)
+        enc, heads = nn.Linear(6, 8), nn.Linear(8, 3)
+        z = enc(torch.randn(32, 6))
+        out = heads(z)
+        losses = [scale * (out[:, k] - k).pow(2).mean() for k in range(3)]
+        torch.manual_seed(1)  # the same random draws (PCGrad, RLW, GradDrop)
+        balancer = pt.balancing.create(method, tasks=3)
+        balancer.backward(losses, shared_params=list(enc.parameters()), representation=z)
+        return enc.weight.grad
+
+    expected = update(1.0) * (1.0 if method == "nash_mtl" else 1024.0)
+    assert torch.allclose(update(1024.0), expected, rtol=1e-4, atol=1e-6)
