@@ -32,7 +32,7 @@ from polytask.balancing import jacobian as jac
 from polytask.balancing.base import Balancer, Losses, Params
 from polytask.balancing.registry import register
 from polytask.balancing.sparse_rows import SparseRows
-from polytask.balancing.weightings import first_positive
+from polytask.balancing.weightings import initial_losses
 from polytask.errors import PolytaskError, SolverError
 
 
@@ -710,9 +710,7 @@ class GradNorm(Balancer):
             gW = gW.values
         global_losses = stacked.detach().clone()
         jac.all_reduce_mean([gW, global_losses])
-        current = global_losses.tolist()
-        self.initial = first_positive(self.initial, current)
-        initial = [v if i is None else i for i, v in zip(self.initial, current)]
+        self.initial, initial = initial_losses(self.initial, global_losses.tolist())
         norms = gW.reshape(self.num_tasks, -1).norm(dim=1).to(w)
         G = w * norms
         ratio = global_losses.to(w) / torch.tensor(initial, dtype=w.dtype, device=w.device).clamp_min(1e-12)

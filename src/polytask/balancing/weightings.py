@@ -37,11 +37,14 @@ def lbtw_weights(losses: torch.Tensor, initial: torch.Tensor, alpha: float = 0.5
     return (losses / initial.clamp_min(_EPS)) ** alpha
 
 
-def first_positive(initial: list[float | None] | None, losses: list[float]) -> list[float | None]:
-    """Per task, the first positive loss seen so far (None while every loss seen was 0): the L_k(0) of
-    methods that divide by the initial loss (LBTW, GradNorm)."""
-    initial = initial or [None] * len(losses)
-    return [v if i is None and v > 0 else i for i, v in zip(initial, losses)]
+def initial_losses(
+    initial: list[float | None] | None, losses: list[float]
+) -> tuple[list[float | None], list[float]]:
+    """L_k(0) of the methods that divide by the initial loss (LBTW, GradNorm): per task, the first
+    positive loss seen so far (None while every loss seen was 0). Returns that state and the divisors
+    for this step (a task still without L_k(0) divides by its current loss: ratio 1, or 0 at 0)."""
+    state = [v if i is None and v > 0 else i for i, v in zip(initial or [None] * len(losses), losses)]
+    return state, [v if i is None else i for i, v in zip(state, losses)]
 
 
 def gls_weights(losses: torch.Tensor) -> torch.Tensor:
@@ -242,8 +245,7 @@ class LossBalancedTaskWeighting(LossWeighting):
         self.initial: list[float] | None = None
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
-        self.initial = first_positive(self.initial, losses.tolist())
-        initial = [v if i is None else i for i, v in zip(self.initial, losses.tolist())]  # unset: ratio 1 (or 0 at 0)
+        self.initial, initial = initial_losses(self.initial, losses.tolist())
         return lbtw_weights(losses, torch.tensor(initial, dtype=losses.dtype, device=losses.device), self.alpha)
 
     def get_extra_state(self) -> Any:
