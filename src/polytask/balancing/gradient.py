@@ -80,7 +80,6 @@ class GradientBalancer(Balancer):
         self._auto = jac.AutoEngine()  # what engine='auto' learned about this model
         self.scale_heads = bool(scale_heads)
         self._checked_coverage = False
-        self._checked_compiled = False
 
     def incompatibility(self, shared_params: Params, has_representation: bool | None) -> str | None:
         shared_params = list(shared_params)
@@ -155,9 +154,8 @@ class GradientBalancer(Balancer):
                 )
             targets = shared
         heads = self._heads(stacked, shared, task_params, representation)
-        if not self._checked_compiled:  # once: no compiled code that several per-task backwards would cross
-            self._checked_compiled = True
-            jac.check_compiled_regions(stacked, self.name, representation if self.rep_grad else None)
+        # no compiled code that several per-task backwards would cross
+        self._auto.check_first_step(stacked, self.name, representation if self.rep_grad else None)
         distributed = jac.world_size() > 1
         factored = "never" if self.rep_grad else self.factored
         jacobian, head_grads, self.engine_used = jac.task_jacobian(
@@ -674,7 +672,6 @@ class GradNorm(Balancer):
         self.loss_weights = nn.Parameter(torch.ones(self.num_tasks))
         self.initial: list[float] | None = None
         self._auto = jac.AutoEngine()  # what engine='auto' learned about this model
-        self._checked_compiled = False
 
     def incompatibility(self, shared_params: Params, has_representation: bool | None) -> str | None:
         return _layer_problem(_weight_matrices(shared_params), self.layer)
@@ -696,9 +693,7 @@ class GradNorm(Balancer):
             self.loss_weights.clamp_(min=1e-8)
             self.loss_weights.mul_(self.num_tasks / self.loss_weights.sum())
         w = self.loss_weights.detach().clone()
-        if not self._checked_compiled:  # once: no compiled code that the K backwards to W would all cross
-            self._checked_compiled = True
-            jac.check_compiled_regions(stacked, self.name)
+        self._auto.check_first_step(stacked, self.name)  # no compiled code that the K backwards to W all cross
         options = self._auto.options(self.engine)
         (gW,), used = jac.task_gradients(stacked, [W], retain_graph=True, reach_any=1, **options)
         self._auto.learn(self.engine, len(stacked), used)

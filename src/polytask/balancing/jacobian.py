@@ -167,6 +167,12 @@ class AutoEngine:
             "keep_for_fallback": self.steps == 0,
         }
 
+    def check_first_step(self, losses: torch.Tensor, who: str, stop_at: torch.Tensor | None = None) -> None:
+        """On a balancer's first step only: :func:`check_compiled_regions` (the graph's structure does
+        not change between steps)."""
+        if self.steps == 0:
+            check_compiled_regions(losses, who, stop_at)
+
     def learn(self, engine: str, n_tasks: int, used: str) -> None:
         """Record the engine this step used (asked for ``engine``)."""
         if engine == "auto":
