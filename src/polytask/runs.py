@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from polytask import balancing, models
 from polytask.config import RunConfig, TrainSettings, resolve_training
 from polytask.data import MultiTaskData
@@ -16,7 +14,7 @@ from polytask.errors import ConfigError
 from polytask.training import Trainer, TrainResult
 from polytask.training.cost import ms_per_input
 from polytask.training.pairing import check_pairing
-from polytask.utils import resolve_device, seed_everything, write_json
+from polytask.utils import process_group, resolve_device, seed_everything, write_json
 
 
 def train_run(
@@ -38,7 +36,7 @@ def train_run(
     model = models.create(arch, tasks=data.tasks, input_shape=data.input_shape, **(arch_options or {}))
     balancer = balancing.create(method, tasks=[t.name for t in data.tasks], **(method_options or {}))
     check_pairing(model, balancer, data.tasks)  # before a search, not after it
-    if hasattr(model, "search") and torch.distributed.is_available() and torch.distributed.is_initialized():
+    if hasattr(model, "search") and process_group() is not None:
         raise ConfigError(
             f"architecture {arch!r} is searched before training, which runs in one process: train it without "
             "torchrun"
@@ -82,10 +80,7 @@ def run_from_config(config: RunConfig, resume: bool = False, progress: bool = Tr
         data = data.select(config.tasks)
     config = resolve_training(config, data.info.get("train_defaults"))
     out = Path(config.out) if config.out else None
-    first = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
-    if out is not None and first:  # under torchrun, process 0 writes
+    if out is not None and (process_group() or (0, 1))[0] == 0:  # under torchrun, process 0 writes
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.__dict__, indent=2))
     return train_run(

@@ -23,6 +23,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def process_group() -> tuple[int, int] | None:
+    """(rank, size) of the initialised torch.distributed process group; None outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return None
+
+
 def launched_processes() -> int:
     """How many processes torchrun (or any launcher setting WORLD_SIZE) started for this job; 1 without."""
     try:

@@ -39,6 +39,7 @@ from polytask.balancing import factored as fac
 from polytask.balancing.graph_walk import graph_nodes
 from polytask.balancing.sparse_rows import SparseRows, stack_rows
 from polytask.errors import NonFiniteGradientError, PolytaskError
+from polytask.utils import process_group
 
 ENGINES = ("auto", "direct", "batched", "loop")
 # ``auto`` tries the direct engine from this many tasks on (benchmarks/engine_heads.py: MGDA step over
@@ -482,7 +483,8 @@ def _blocks_to_factor(
 # ------------------------------------------------------------------------------ distributed
 def world_size() -> int:
     """Number of processes when ``torch.distributed`` is initialised, else 1."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    group = process_group()
+    return 1 if group is None else group[1]
 
 
 def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:

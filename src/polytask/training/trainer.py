@@ -28,7 +28,7 @@ from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkp
 from polytask.training.evaluation import EvalResult, evaluate, move_batch
 from polytask.training.logs import EpochLogger
 from polytask.training.pairing import check_pairing
-from polytask.utils import launched_processes, resolve_device, write_json
+from polytask.utils import launched_processes, process_group, resolve_device, write_json
 
 Scores = dict[str, dict[str, float]]
 
@@ -113,15 +113,14 @@ class Trainer:
     ):
         if epochs < 1:
             raise PolytaskError(f"epochs must be >= 1, got {epochs}")
-        grouped = dist.is_available() and dist.is_initialized()
-        self.world, self.rank = (dist.get_world_size() if grouped else launched_processes()), 0
+        group = process_group()
+        self.rank, self.world = group or (0, launched_processes())
         if self.world > 1:
-            if not grouped:
+            if group is None:
                 raise PolytaskError(
                     f"this process is one of {self.world} (WORLD_SIZE) but no process group is initialised: call "
                     "torch.distributed.init_process_group() before building the Trainer (polytask train does it)"
                 )
-            self.rank = dist.get_rank()
             if not isinstance(train, Split):
                 raise PolytaskError(
                     "under torch.distributed the Trainer needs the training data as a Split (it gives each process "
