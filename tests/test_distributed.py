@@ -69,6 +69,35 @@ def run(method, x, y, ddp=False, factored=None, engine="auto"):
     return grads
 
 
+ABSENT = ["ew", "gls", "famo", "mgda", "upgrad", "nash_mtl", "gradvac"]
+
+
+def run_with_b(method, x, y, b_loss):
+    """Two SGD steps of ``method`` with task b's loss ``b_loss(prediction, target)`` (None: absent)."""
+    torch.manual_seed(0)
+    net = Net()
+    balancer = pt.balancing.create(method, tasks=TASKS)
+    opt = torch.optim.SGD(list(net.parameters()) + list(balancer.parameters()), lr=0.05)
+
+    def losses():
+        _, out = net(x)
+        a, c = (((out[k] - y[:, k]) ** 2).mean() for k in (0, 2))
+        return [a + 1, b_loss(out[1], y[:, 1]), c + 1]  # + 1: FAMO's and GLS's logs see no tiny loss
+
+    for step in range(STEPS):
+        torch.manual_seed(100 + step)
+        opt.zero_grad()
+        heads = {t: list(h.parameters()) for t, h in zip(TASKS, net.heads)}
+        balancer.backward(losses(), shared_params=list(net.encoder.parameters()), task_params=heads)
+        if not balancer.averages_over_processes:  # as the Trainer does: no DDP wrapper, whose reducer
+            pt.balancing.jacobian.average_gradients(list(net.parameters()))  # wants every head's gradient
+        opt.step()
+        if balancer.needs_post_step_losses:
+            with torch.no_grad():
+                balancer.post_step(losses())
+    return [p.detach().clone() for p in net.parameters()]
+
+
 def worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -83,6 +112,9 @@ def worker(rank, world, port, out_dir):
         uneven = slice(0, 6) if rank == 0 else slice(6, 16)
         for mode in ("never", "always"):
             results[f"uneven/{mode}"] = run("upgrad", x[uneven], y[uneven], True, mode)
+        for m in ABSENT:  # task b labelled on rank 0 only, then on no rank
+            results[f"absent/{m}/one"] = run_with_b(m, x[half], y[half], _mse if rank == 0 else _none)
+            results[f"absent/{m}/all"] = run_with_b(m, x[half], y[half], _none)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -92,6 +124,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _mse(pred, target):
+    return ((pred - target) ** 2).mean() + 1
+
+
+def _none(pred, target):
+    return None
+
+
+def _first_half_mse(pred, target):
+    """What the ranks' mean of b's losses is when only rank 0 (the first 8 rows) has b's labels."""
+    return 0.5 * _mse(pred[:8], target[:8])
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
@@ -104,6 +149,12 @@ def test_two_process_step_equals_single_process_step_on_the_global_batch(tmp_pat
             expected = run(method, x, y)
             for g, e in zip(got[method], expected):
                 assert torch.allclose(g, e, atol=1e-5), (method, rank, (g - e).abs().max())
+        for method in ABSENT:
+            # absent on one rank: present, that rank's share of its gradient 0; absent on both: absent
+            for case, b_loss in (("one", _first_half_mse), ("all", _none)):
+                expected = run_with_b(method, x, y, b_loss)
+                for g, e in zip(got[f"absent/{method}/{case}"], expected):
+                    assert torch.allclose(g, e, atol=1e-5), (method, case, rank, (g - e).abs().max())
         for g, e in zip(got["uneven/always"], got["uneven/never"]):
             assert torch.allclose(g, e, atol=1e-5), ("uneven", rank, (g - e).abs().max())
         for method in FACTORED:  # against the single process's per-parameter route

@@ -267,7 +267,6 @@ def test_trainer_refuses_a_method_the_model_cannot_take_before_training(tiny_dat
         trainer("hps_mlp", "dtp", tasks=no_kpi)
 
 
-
 def test_device_errors_name_the_device():
     from polytask.utils import resolve_device
 
@@ -279,9 +278,11 @@ def test_device_errors_name_the_device():
             resolve_device("cuda:0")
 
 
-def test_batches_without_labels_of_a_task_are_counted_and_warned_about(tiny_data):
-    """A task with no labelled sample in a batch enters the balancer as a zero loss with a zero gradient
-    (MGDA then makes no update): the Trainer counts such batches per epoch and warns once."""
+def test_batches_without_labels_of_a_task_leave_it_absent(tiny_data):
+    """A task with no labelled sample in a batch is absent there: the balancer gets None as its loss (the
+    method on the present tasks: MGDA still moves the encoder, where a zero loss with a zero gradient gave
+    d = 0), the Trainer counts such batches per epoch, and the task's epoch loss is the mean over the
+    batches that had its labels."""
     import dataclasses
     import warnings
 
@@ -289,12 +290,39 @@ def test_batches_without_labels_of_a_task_are_counted_and_warned_about(tiny_data
     targets["sum"] = torch.full_like(targets["sum"], float("nan"))
     targets["sum"][0] = tiny_data.train.targets["sum"][0]  # one labelled row: 5 of the 6 batches have none
     data = dataclasses.replace(tiny_data, train=pt.data.Split(tiny_data.train.inputs, targets))
-    with pytest.warns(RuntimeWarning, match=r"some of the 6 batches \('sum' in 5\); there mgda sees a zero loss"):
-        trainer = make_trainer(data, "mgda", epochs=2)
-        result = trainer.fit()
-    assert [r["unlabelled_batches"] for r in result.history] == [{"sum": 5}, {"sum": 5}]
+    trainer = make_trainer(data, "mgda", epochs=2)
+    calls = []
+    backward = trainer.balancer.backward
+
+    def spy(losses, **kw):
+        w = backward(losses, **kw)
+        moved = sum(float(p.grad.abs().sum()) for p in trainer.shared_params if p.grad is not None)
+        calls.append((losses["sum"] if isinstance(losses, dict) else losses[2].detach(), w.clone(), moved))
+        return w
+
+    trainer.balancer.backward = spy
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        result = make_trainer(data, "ew", epochs=1).fit()  # EW: counted, not warned about
-    assert result.history[0]["unlabelled_batches"] == {"sum": 5}
+        result = trainer.fit()
+    assert [r["unlabelled_batches"] for r in result.history] == [{"sum": 5}, {"sum": 5}]
+    absent = [c for c in calls if c[0] is None]
+    assert len(absent) == 10 and all(w[2] == 0 and moved > 0 for _, w, moved in absent)
+    (labelled_loss,) = [float(c[0]) for c in calls[:6] if c[0] is not None]
+    assert result.history[0]["train_loss"]["sum"] == pytest.approx(labelled_loss, rel=1e-6)
     assert "unlabelled_batches" not in make_trainer(tiny_data, "ew", epochs=1).fit().history[0]
+
+
+def test_batches_without_any_label_are_skipped(tiny_data):
+    import dataclasses
+
+    targets = {k: v.clone() for k, v in tiny_data.train.targets.items()}
+    for t in targets.values():  # only row 0 is labelled: 5 of the 6 batches carry no label of any task
+        t[1:] = -100 if t.dtype == torch.long else float("nan")
+    data = dataclasses.replace(tiny_data, train=pt.data.Split(tiny_data.train.inputs, targets))
+    result = make_trainer(data, "mgda", epochs=1).fit()
+    assert result.history[0]["steps"] == 1
+    assert result.history[0]["unlabelled_batches"] == {"left": 5, "right": 5, "sum": 5}
+    for t in targets.values():
+        t[0] = -100 if t.dtype == torch.long else float("nan")
+    with pytest.raises(pt.PolytaskError, match=r"no batch could be trained \(6 without any label"):
+        make_trainer(data, "mgda", epochs=1).fit()

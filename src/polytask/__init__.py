@@ -13,6 +13,7 @@ from polytask.errors import (
     ConfigError,
     NonFiniteGradientError,
     NonFiniteLossError,
+    NoTaskPresentError,
     PolytaskError,
     SolverError,
     TaskMismatchError,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "NoTaskPresentError",
     "NonFiniteGradientError",
     "NonFiniteLossError",
     "PolytaskError",

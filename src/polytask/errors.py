@@ -33,6 +33,10 @@ class NonFiniteLossError(PolytaskError, FloatingPointError):
         super().__init__(f"non-finite loss for task(s) {', '.join(tasks)}{suffix}")
 
 
+class NoTaskPresentError(PolytaskError):
+    """Every task's loss is None: no task has a labelled sample in the batch (on any process)."""
+
+
 class NonFiniteGradientError(PolytaskError, FloatingPointError):
     """Per-task gradients became NaN or infinite although the losses are finite."""
 

@@ -9,6 +9,13 @@ One call serves the Trainer and a user's own loop::
 gradients are *accumulated* into ``.grad``; zero them as usual. The return value is the detached (K,)
 vector of task weights actually used, in ``balancer.tasks`` order.
 
+A task without a labelled sample in the batch has ``None`` as its loss: it is *absent*. Every method
+then is its formula on the present tasks (the weights of a method on K − 1 tasks, GLS's geometric mean
+and FAMO's softmax over the present ones, MGDA's hull of the present gradients), the absent task gets
+weight 0 and no gradient, and its state (FAMO's logit, GradVac's targets, UW's variance) is left as is.
+A zero loss would instead be read as a task with a zero gradient: finished for MGDA (no update), the
+best task for GLS and FAMO. Under ``torch.distributed`` a task is present when any process has it.
+
 Two families share the interface: loss weightings (:class:`LossWeighting`: weights from losses, then one
 backward of Σ w_k L_k) and gradient methods (which read per-task gradients of ``shared_params`` or of
 ``representation`` and therefore need those arguments). Stateful methods receive their extra inputs
@@ -19,14 +26,14 @@ through explicit calls: :meth:`Balancer.epoch_end` (epoch-average losses and KPI
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from polytask.balancing.jacobian import all_reduce_mean, world_size
-from polytask.errors import NonFiniteLossError, PolytaskError, TaskMismatchError
+from polytask.errors import NonFiniteLossError, NoTaskPresentError, PolytaskError, TaskMismatchError
 
 
 def global_losses(losses: torch.Tensor) -> torch.Tensor:
@@ -71,6 +78,9 @@ class Balancer(nn.Module):
 
     def __init__(self, tasks: Sequence[str] | int):
         super().__init__()
+        # after stack_losses(): (K,) bool of the tasks with a loss in this batch; None when all have one
+        self.present: torch.Tensor | None = None
+        self.contested = self.empty_process = False
         if isinstance(tasks, int):
             if tasks < 1:
                 raise PolytaskError(f"{type(self).__name__}: number of tasks must be >= 1, got {tasks}")
@@ -104,10 +114,12 @@ class Balancer(nn.Module):
 
     # ------------------------------------------------------------------ helpers for subclasses
     def stack_losses(self, losses: Losses, check_finite: bool = True) -> torch.Tensor:
-        """Validate ``losses`` against ``self.tasks`` and return them as a (K,) tensor in task order.
+        """Validate ``losses`` against ``self.tasks`` and return them as a (K,) tensor in task order, with
+        0 for an absent task (loss ``None``); sets :attr:`present`.
 
         A (K,) tensor is taken as is (the Trainer's fast path); a mapping is checked against the task names.
         """
+        absent: list[int] = []
         if isinstance(losses, torch.Tensor) and losses.dim() == 1:
             if losses.numel() != self.num_tasks:
                 raise TaskMismatchError(
@@ -121,22 +133,68 @@ class Balancer(nn.Module):
                 if unknown or missing:
                     raise TaskMismatchError(
                         f"{self.name}: losses for unknown task(s) {unknown} / missing task(s) {missing}; "
-                        f"balancer tasks: {self.tasks}"
+                        f"balancer tasks: {self.tasks} (give an absent task's loss as None)"
                     )
                 items = [losses[k] for k in self.tasks]
             else:
                 items = list(losses.reshape(-1)) if isinstance(losses, torch.Tensor) else list(losses)
             if len(items) != self.num_tasks:
                 raise TaskMismatchError(f"{self.name}: got {len(items)} losses for {self.num_tasks} tasks {self.tasks}")
-            for name, loss in zip(self.tasks, items):
-                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            for k, (name, loss) in enumerate(zip(self.tasks, items)):
+                if loss is None:
+                    absent.append(k)
+                elif not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                     raise TaskMismatchError(f"{self.name}: loss of task {name!r} must be a scalar tensor")
-            stacked = torch.stack([loss.reshape(()) for loss in items])
+            given = [loss for loss in items if loss is not None]
+            zero = given[0].detach().new_zeros(()) if given else torch.zeros(())
+            stacked = torch.stack([zero if loss is None else loss.reshape(()) for loss in items])
+        self.present = self._agreed_presence(absent, stacked)
         if check_finite:
             self.check_finite(stacked)
         if self.loss_use is not None:
             self.check_loss_floor(stacked)
         return stacked
+
+    def _agreed_presence(self, absent: list[int], stacked: torch.Tensor) -> torch.Tensor | None:
+        """The (K,) mask of present tasks (None: all), the same on every process: a task is present where
+        any process has a loss for it."""
+        self.contested = False  # a task absent in some processes only
+        self.empty_process = False  # some process has no task at all in its share of the batch
+        if world_size() > 1:
+            votes = torch.ones(self.num_tasks + 1, dtype=torch.float32, device=stacked.device)
+            votes[absent] = 0.0
+            votes[-1] = float(len(absent) < self.num_tasks)
+            all_reduce_mean([votes])
+            *tasks, filled = votes.tolist()
+            absent = [k for k, v in enumerate(tasks) if v == 0.0]
+            self.contested = any(0.0 < v < 1.0 for v in tasks)
+            self.empty_process = filled < 1.0
+        if not absent:
+            return None
+        if len(absent) == self.num_tasks:
+            raise NoTaskPresentError(
+                f"{self.name}: every task's loss is None (no task has a labelled sample in this batch); skip the batch"
+            )
+        mask = torch.ones(self.num_tasks, dtype=torch.bool)
+        mask[absent] = False
+        return mask
+
+    def present_mask(self, like: torch.Tensor) -> torch.Tensor:
+        """1 for each present task, 0 for an absent one, as a (K,) tensor like ``like``."""
+        if self.present is None:
+            return torch.ones(self.num_tasks, dtype=like.dtype, device=like.device)
+        return self.present.to(dtype=like.dtype, device=like.device)
+
+    def on_present(self, fn: Callable[..., torch.Tensor], *vectors: torch.Tensor) -> torch.Tensor:
+        """``fn`` of the present tasks' entries of the (K,) ``vectors``, scattered back; 0 for an absent task.
+        The weighting of a method on the present tasks alone, for methods whose weights couple the tasks
+        (a softmax, a geometric mean)."""
+        if self.present is None:
+            return fn(*vectors)
+        index = self.present.nonzero().flatten().to(vectors[0].device)
+        out = torch.zeros_like(vectors[0])
+        out[index] = fn(*(v[index] for v in vectors))
+        return out
 
     def loss_floor(self) -> torch.Tensor | None:
         """The lowest loss per task this method accepts (None: 0), when it sets ``loss_use``."""
@@ -148,6 +206,8 @@ class Balancer(nn.Module):
         floor = self.loss_floor()
         floor = torch.zeros_like(values) if floor is None else floor.to(values)
         below = values < floor
+        if self.present is not None:  # an absent task's 0 is no loss
+            below &= self.present.to(below.device)
         if bool(below.any()):
             bad = [
                 f"{t!r} ({v:.4g} < {f:.4g})"
@@ -209,7 +269,9 @@ class LossWeighting(Balancer):
     """A balancer whose step is one backward of Σ_k w_k L_k.
 
     Subclasses implement :meth:`weights` (a function of the detached losses and the method's state) or,
-    when the objective is not a weighted sum with constant weights (UW), :meth:`objective`.
+    when the objective is not a weighted sum with constant weights (UW), :meth:`objective`. Weights of
+    absent tasks are set to 0 afterwards; a method whose weights couple the tasks computes them with
+    :meth:`~Balancer.on_present`.
     """
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
@@ -217,8 +279,8 @@ class LossWeighting(Balancer):
         raise NotImplementedError
 
     def objective(self, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scalar to backpropagate, (K,) effective weights on the task losses)."""
-        w = self.weights(global_losses(losses)).to(losses.dtype)
+        """(scalar to backpropagate, (K,) effective weights on the task losses; 0 for an absent task)."""
+        w = self.weights(global_losses(losses)).to(losses.dtype) * self.present_mask(losses)
         return torch.dot(w, losses), w
 
     def backward(
@@ -232,7 +294,8 @@ class LossWeighting(Balancer):
         stacked = self.stack_losses(losses, check_finite=False)
         total, w = self.objective(stacked)
         self.check_finite(stacked, total)
-        total.backward()
+        if total.requires_grad:  # in a process where every task is absent (another has them) it is a constant
+            total.backward()
         if world_size() > 1:  # learnable weights (UW, IMTL-L): average their gradients like DDP does the model's
             all_reduce_mean([p.grad for p in self.parameters() if p.grad is not None])
         return self._record(w)

@@ -40,7 +40,9 @@ class GradientBalancer(Balancer):
     """Base of the gradient methods.
 
     Subclasses implement :meth:`gram_weights` (G and losses -> weights w, d = Jᵀw) or, for methods that
-    are not functions of G, :meth:`aggregate`. Options shared by all: ``rep_grad`` (per-task gradients
+    are not functions of G, :meth:`aggregate`. With absent tasks (:attr:`~Balancer.present`)
+    :meth:`gram_weights` gets the present tasks' rows and columns of G only, and their indices ``rows``
+    for per-task options and state. Options shared by all: ``rep_grad`` (per-task gradients
     w.r.t. the representation z instead of the shared parameters: MGDA-UB style, cheaper, approximate),
     ``engine`` (``auto``/``direct``/``batched``/``loop``, see :func:`~polytask.balancing.jacobian.task_gradients`),
     ``factored`` (``auto``: linear layers whose Gram contribution is cheaper from their inputs and output
@@ -90,22 +92,31 @@ class GradientBalancer(Balancer):
         return problem
 
     # ------------------------------------------------------------------ what subclasses provide
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        """(K,) weights from the K x K Gram matrix (float64) and the (global) losses."""
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(n,) weights from the n x n Gram matrix (float64) and the (global) losses of the n tasks
+        ``rows`` (indices into :attr:`tasks`; all K unless some are absent)."""
         raise NotImplementedError
 
     def aggregate(
         self, jacobian: jac.TaskJacobian, losses: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Per-target update Jᵀw, the weights w on the shared gradients, and the weights for the heads."""
-        G = self.global_gramian(jacobian)
-        w_np = self.gram_weights(G.cpu().numpy(), losses.detach().double().cpu().numpy())
+        G = self.global_gramian(jacobian).cpu().numpy()
+        rows = self.present_rows()
+        w_np = np.zeros(self.num_tasks)
+        w_np[rows] = self.gram_weights(G[np.ix_(rows, rows)], losses.detach().double().cpu().numpy()[rows], rows)
         if not np.all(np.isfinite(w_np)):
             raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")
         dtype = jacobian.targets[0].dtype
         w = torch.as_tensor(w_np, dtype=dtype, device=jacobian.targets[0].device)
         heads = w if (self.scale_heads and self.defines_weights) else torch.ones_like(w)
         return jacobian.combine(w), w, heads
+
+    def present_rows(self) -> np.ndarray:
+        """Indices of the present tasks (all K when none is absent)."""
+        if self.present is None:
+            return np.arange(self.num_tasks)
+        return np.flatnonzero(self.present.numpy())
 
     def global_gramian(self, jacobian: jac.TaskJacobian) -> torch.Tensor:
         """G of the global batch. Parameter gradients are already averaged over processes. For gradients
@@ -200,6 +211,17 @@ class GradientBalancer(Balancer):
         representation: torch.Tensor | None,
     ) -> list[torch.Tensor]:
         shared_ids = {id(p) for p in shared or ()}
+        if self.empty_process:  # decided alike in every process: all raise
+            raise PolytaskError(
+                f"{self.name}: under torch.distributed a process has no labelled sample of any task in its share of "
+                "the batch while others have some, and gradient methods need every process in the per-task "
+                "backward; use larger batches per process (or a loss weighting)"
+            )
+        if task_params is None and self.contested:
+            raise PolytaskError(
+                f"{self.name}: a task is absent (loss None) in some processes only, so the task-specific parameters "
+                "found in each process's graph differ; pass task_params= (e.g. model.task_parameters())"
+            )
         if task_params is None:
             leaves = jac.graph_leaves(stacked, stop_at=representation if self.rep_grad else None)
             if self.rep_grad:
@@ -209,7 +231,11 @@ class GradientBalancer(Balancer):
         if unknown:
             raise PolytaskError(f"{self.name}: task_params for unknown task(s) {unknown}; tasks: {self.tasks}")
         heads, seen = [], set()
-        for params in task_params.values():
+        present = self.present.tolist() if self.present is not None else [True] * self.num_tasks
+        absent = {t for t, here in zip(self.tasks, present) if not here}
+        for task, params in task_params.items():
+            if task in absent:  # no gradient (None, not 0: an optimizer then skips them, as without the task)
+                continue
             for p in params:
                 if p.requires_grad and id(p) not in seen:
                     if id(p) in shared_ids:
@@ -225,10 +251,16 @@ class GradientBalancer(Balancer):
             missed = [p for p in leaves if id(p) not in seen and id(p) not in shared_ids]
             if missed:
                 shapes = [tuple(p.shape) for p in missed[:5]]
+                stack_hint = (
+                    ""
+                    if self.present is None
+                    else " (an absent task's head is still in the graph when the other "
+                    "losses are elements of one stack of all losses: pass each task's own loss)"
+                )
                 raise PolytaskError(
                     f"{self.name}: {len(missed)} parameter(s) the losses depend on are in neither shared_params nor "
                     f"task_params (shapes {shapes}...); they would get no gradient. Pass them, or omit task_params "
-                    "to let polytask find the task-specific parameters in the graph"
+                    f"to let polytask find the task-specific parameters in the graph{stack_hint}"
                 )
         return heads
 
@@ -286,7 +318,7 @@ class MGDA(GradientBalancer):
                 "add a constant to that loss so that it cannot be negative, or use normalization='l2'"
             )
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return gw.mgda_weights(G, gw.mgda_normalizers(G, losses, self.normalization), self.solver)
 
 
@@ -336,7 +368,7 @@ class CAGrad(GradientBalancer):
             raise PolytaskError(f"cagrad: rescale must be 0, 1 or 2, got {rescale}")
         self.c, self.rescale = float(c), int(rescale)
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return gw.cagrad_weights(G, self.c, self.rescale)
 
 
@@ -372,14 +404,20 @@ class NashMTL(GradientBalancer):
         self.failures = 0
         self._weights: np.ndarray | None = None
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        if self._weights is not None and self.steps % self.update_every != 0:
-            w = self._weights
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        # between solves the last weights are reused, for the tasks they were solved for only
+        reusable = (
+            self._weights is not None
+            and len(self._weights) == self.num_tasks
+            and bool(np.all((self._weights > 0) == np.isin(np.arange(self.num_tasks), rows)))
+        )
+        if reusable and self.steps % self.update_every != 0:
+            w = self._weights[rows]
         else:
             try:
                 w = gw.nash_mtl_weights(G)
             except SolverError:
-                if self.on_failure == "raise" or self._weights is None:
+                if self.on_failure == "raise" or not reusable:
                     raise
                 self.failures += 1
                 warnings.warn(
@@ -388,8 +426,9 @@ class NashMTL(GradientBalancer):
                     RuntimeWarning,
                     stacklevel=2,
                 )
-                w = self._weights
-        self._weights = w
+                w = self._weights[rows]
+        self._weights = np.zeros(self.num_tasks)
+        self._weights[rows] = w
         self.steps += 1
         return w
 
@@ -432,7 +471,7 @@ class IMTLG(GradientBalancer):
     ):
         super().__init__(tasks, rep_grad, engine, factored=factored)
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return gw.imtl_g_weights(G)
 
 
@@ -459,10 +498,11 @@ class IMTL(GradientBalancer):
         scale = scale.to(w.dtype)
         # ∂/∂s_k (e^{s_k} L_k − s_k) = e^{s_k} L_k − 1
         s_grad = torch.exp(self.log_scales.detach()) * losses.to(self.log_scales) - 1
+        s_grad = s_grad * self.present_mask(self.log_scales)  # an absent task's s gets no gradient
         self.log_scales.grad = s_grad if self.log_scales.grad is None else self.log_scales.grad + s_grad
         return update, w * scale, heads * scale
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return gw.imtl_g_weights(G)
 
 
@@ -489,8 +529,8 @@ class AlignedMTL(GradientBalancer):
         self.scale = scale
         self.pref = _preference(pref, self.num_tasks, self.name)
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        return gw.aligned_mtl_weights(G, self.pref, self.scale)
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return gw.aligned_mtl_weights(G, _subset(self.pref, rows), self.scale)
 
 
 @register("upgrad")
@@ -518,8 +558,8 @@ class UPGrad(GradientBalancer):
         self.pref = _preference(pref, self.num_tasks, self.name)
         self.norm_eps, self.reg_eps = float(norm_eps), float(reg_eps)
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        return gw.upgrad_weights(G, self.pref, self.norm_eps, self.reg_eps)
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return gw.upgrad_weights(G, _subset(self.pref, rows), self.norm_eps, self.reg_eps)
 
 
 # =================================================================== gradient surgery
@@ -542,8 +582,8 @@ class PCGrad(GradientBalancer):
     ):
         super().__init__(tasks, rep_grad, engine, factored=factored)
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        return gw.pcgrad_weights(G, _orders(self.num_tasks))
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return gw.pcgrad_weights(G, _orders(len(G)))
 
 
 @register("gradvac")
@@ -569,8 +609,10 @@ class GradVac(GradientBalancer):
         self.beta = float(beta)
         self.register_buffer("targets", torch.zeros(self.num_tasks, self.num_tasks, dtype=torch.float64))
 
-    def gram_weights(self, G: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        w, targets = gw.gradvac_weights(G, self.targets.cpu().numpy(), _orders(self.num_tasks), self.beta)
+    def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        pairs = np.ix_(rows, rows)  # an absent task's targets stay as they are
+        targets = self.targets.cpu().numpy().copy()
+        w, targets[pairs] = gw.gradvac_weights(G, targets[pairs], _orders(len(G)), self.beta)
         self.targets.copy_(torch.from_numpy(targets))
         return w
 
@@ -643,7 +685,7 @@ class GradDrop(GradientBalancer):
             jac.all_reduce_mean([summed])
             purity = sign_purity(summed)
         combined = graddrop_combine(g, uniform, self.leak.to(g), self.batch_sum, purity)
-        ones = torch.ones(self.num_tasks, dtype=g.dtype, device=g.device)
+        ones = self.present_mask(g)  # an absent task's rows are 0: they change neither P nor the sum
         return [combined], ones, ones
 
 
@@ -689,10 +731,12 @@ class GradNorm(Balancer):
         if problem:
             raise PolytaskError(f"gradnorm {problem}")
         W = weight_mats[self.layer]
-        with torch.no_grad():  # renormalise: Σ w = K
+        with torch.no_grad():  # renormalise: Σ w = K over the present tasks (an absent task's w is kept)
             self.loss_weights.clamp_(min=1e-8)
-            self.loss_weights.mul_(self.num_tasks / self.loss_weights.sum())
-        w = self.loss_weights.detach().clone()
+            present = self.present_mask(self.loss_weights)
+            scale = present.sum() / (self.loss_weights * present).sum()
+            self.loss_weights.copy_(torch.where(present.bool(), self.loss_weights * scale, self.loss_weights))
+        w = self.loss_weights.detach() * self.present_mask(self.loss_weights)  # 0 for an absent task
         self._auto.check_first_step(stacked, self.name)  # no compiled code that the K backwards to W all cross
         options = self._auto.options(self.engine)
         (gW,), used = jac.task_gradients(stacked, [W], retain_graph=True, reach_any=1, **options)
@@ -707,14 +751,18 @@ class GradNorm(Balancer):
         jac.all_reduce_mean([gW, global_losses])
         self.initial, initial = initial_losses(self.initial, global_losses.tolist())
         norms = gW.reshape(self.num_tasks, -1).norm(dim=1).to(w)
-        G = w * norms
         ratio = global_losses.to(w) / torch.tensor(initial, dtype=w.dtype, device=w.device).clamp_min(1e-12)
-        r = ratio / ratio.mean().clamp_min(1e-12)
-        target = G.mean() * r**self.alpha
-        grad_w = torch.sign(G - target) * norms
+        # on the present tasks: G_k = w_k ‖∇_W L_k‖, their mean Ḡ and their mean loss ratio
+        grad_w = self.on_present(self._weight_gradient, w, norms, ratio)
         self.loss_weights.grad = grad_w if self.loss_weights.grad is None else self.loss_weights.grad + grad_w
         torch.dot(w.to(stacked.dtype), stacked).backward()  # under DDP, the wrapper averages these
         return self._record(w)
+
+    def _weight_gradient(self, w: torch.Tensor, norms: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """∂L_grad/∂w_k = sign(G_k − Ḡ r_k^α) ‖∇_W L_k‖, r_k = ratio_k / mean(ratio)."""
+        G = w * norms
+        r = ratio / ratio.mean().clamp_min(1e-12)
+        return torch.sign(G - G.mean() * r**self.alpha) * norms
 
     def get_extra_state(self) -> Any:
         return {"initial": self.initial}
@@ -740,6 +788,10 @@ def _unique(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """``params`` in order, each once (a parameter listed twice would otherwise get d twice)."""
     seen: set[int] = set()
     return [p for p in params if not (id(p) in seen or seen.add(id(p)))]
+
+
+def _subset(pref: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if pref is None else pref[rows]
 
 
 def _preference(pref: Sequence[float] | None, K: int, name: str) -> np.ndarray | None:

@@ -487,6 +487,25 @@ def world_size() -> int:
     return 1 if group is None else group[1]
 
 
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """The mean over processes of the ``.grad`` of ``params`` (what a DDP wrapper does), in place; no-op
+    in a single process. A parameter with a gradient in some processes only (the head of a task absent
+    in the others) gets a zero gradient where it has none, so that all processes exchange the same
+    tensors; one without a gradient anywhere keeps None (an optimizer then skips it, as in one process)."""
+    if world_size() == 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    if any(p.grad is not None and p.grad.is_sparse for p in params):
+        raise PolytaskError("sparse gradients are not averaged over processes here")
+    device = next((p.grad.device for p in params if p.grad is not None), params[0].device if params else "cpu")
+    has = torch.tensor([float(p.grad is not None) for p in params], device=device)
+    all_reduce_mean([has])
+    for p, h in zip(params, has.tolist()):
+        if h > 0 and p.grad is None:
+            p.grad = torch.zeros_like(p)
+    all_reduce_mean([p.grad for p, h in zip(params, has.tolist()) if h > 0])
+
+
 def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:
     """In-place mean over processes of ``tensors`` (one flat all-reduce); no-op in a single process.
 

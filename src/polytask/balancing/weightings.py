@@ -26,6 +26,24 @@ def dwa_weights(prev: torch.Tensor, prev2: torch.Tensor, temperature: float = 2.
     return len(r) * torch.softmax(r / temperature, dim=0)
 
 
+def _last_two(history: list[list[float]]) -> tuple[list[float], list[float]]:
+    """Per task, its last two finite epoch losses L(t−1), L(t−2) (NaN: an epoch without a labelled sample
+    of that task); a task with fewer than two gets r = 1 (1, 1), as every task does in the first epochs."""
+    prev, prev2 = [], []
+    for k in range(len(history[0])):
+        seen = [h[k] for h in history if h[k] == h[k]][-2:]
+        a, b = (seen[1], seen[0]) if len(seen) == 2 else (1.0, 1.0)
+        prev.append(a)
+        prev2.append(b)
+    return prev, prev2
+
+
+def _same_tasks(present: torch.Tensor | None, other: torch.Tensor | None) -> bool:
+    if present is None or other is None:
+        return present is None and other is None
+    return bool((present == other).all())
+
+
 def dtp_weights(kpi_ema: torch.Tensor, gamma: torch.Tensor | float = 1.0) -> torch.Tensor:
     """DTP (Guo et al. 2018): w_k = −(1 − κ̄_k)^{γ_k} log κ̄_k, κ̄_k in (0, 1]; low KPI -> large weight."""
     k = kpi_ema.clamp(_EPS, 1.0)
@@ -37,9 +55,7 @@ def lbtw_weights(losses: torch.Tensor, initial: torch.Tensor, alpha: float = 0.5
     return (losses / initial.clamp_min(_EPS)) ** alpha
 
 
-def initial_losses(
-    initial: list[float | None] | None, losses: list[float]
-) -> tuple[list[float | None], list[float]]:
+def initial_losses(initial: list[float | None] | None, losses: list[float]) -> tuple[list[float | None], list[float]]:
     """L_k(0) of the methods that divide by the initial loss (LBTW, GradNorm): per task, the first
     positive loss seen so far (None while every loss seen was 0). Returns that state and the divisors
     for this step (a task still without L_k(0) divides by its current loss: ratio 1, or 0 at 0)."""
@@ -111,8 +127,8 @@ class UncertaintyWeighting(LossWeighting):
 
     def objective(self, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.log_vars.to(losses.dtype)
-        w = self.scale.to(losses.dtype) * torch.exp(-s)
-        return (w * losses + 0.5 * s).sum(), w
+        w = self.scale.to(losses.dtype) * torch.exp(-s) * self.present_mask(losses)
+        return (w * losses + 0.5 * s * self.present_mask(losses)).sum(), w
 
 
 @register("imtl_l")
@@ -130,8 +146,9 @@ class IMTLL(LossWeighting):
 
     def objective(self, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.log_scales.to(losses.dtype)
-        w = torch.exp(s)
-        return (w * losses - s).sum(), w
+        present = self.present_mask(losses)
+        w = torch.exp(s) * present
+        return (w * losses - s * present).sum(), w
 
 
 @register("gls")
@@ -142,7 +159,7 @@ class GeometricLossStrategy(LossWeighting):
     loss_use = "takes the geometric mean of the losses (the log of each)"
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
-        return gls_weights(losses)
+        return self.on_present(gls_weights, losses)
 
 
 @register("dwa")
@@ -165,13 +182,13 @@ class DynamicWeightAverage(LossWeighting):
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         if len(self.history) < 2:
             return torch.ones_like(losses)
-        prev, prev2 = (torch.tensor(h, dtype=losses.dtype, device=losses.device) for h in self.history[-2:][::-1])
-        return dwa_weights(prev, prev2, self.temperature)
+        prev, prev2 = (torch.tensor(h, dtype=losses.dtype, device=losses.device) for h in _last_two(self.history))
+        return self.on_present(lambda a, b: dwa_weights(a, b, self.temperature), prev, prev2)
 
     def epoch_end(self, losses: Mapping[str, float] | None = None, kpis: Mapping[str, float] | None = None) -> None:
         if losses is None:
             raise PolytaskError("dwa: epoch_end needs the epoch-average training losses (losses={task: value})")
-        self.history.append([float(losses[t]) for t in self.tasks])
+        self.history.append([float(losses[t]) for t in self.tasks])  # NaN: no labelled sample that epoch
 
     def get_extra_state(self) -> Any:
         return {"history": self.history}
@@ -264,7 +281,7 @@ class RandomLossWeighting(LossWeighting):
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         eps = torch.randn(self.num_tasks).to(device=losses.device, dtype=losses.dtype)
-        return rlw_weights(eps)
+        return self.on_present(rlw_weights, eps)
 
 
 @register("famo")
@@ -298,19 +315,28 @@ class FAMO(LossWeighting):
         self.register_buffer("min_losses", torch.tensor(b))
         self.register_buffer("logits", torch.zeros(self.num_tasks))
         self._prev_losses: torch.Tensor | None = None
+        self._prev_present: torch.Tensor | None = None
 
     def loss_floor(self) -> torch.Tensor:
         return self.min_losses
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         self._prev_losses = losses.detach().clone()
-        return famo_weights(losses, self.logits.to(losses), self.min_losses.to(losses))
+        self._prev_present = self.present
+        return self.on_present(famo_weights, losses, self.logits.to(losses), self.min_losses.to(losses))
 
     def post_step(self, losses) -> None:
         if self._prev_losses is None:
             raise PolytaskError("famo: post_step() called before backward()")
         new = global_losses(self.stack_losses(losses)).to(self._prev_losses)
+        if not _same_tasks(self.present, self._prev_present):
+            raise PolytaskError(
+                "famo: post_step() got losses for other tasks than backward() (give the same tasks None)"
+            )
         b = self.min_losses.to(new)
         delta = torch.log((self._prev_losses - b).clamp_min(_EPS)) - torch.log((new - b).clamp_min(_EPS))
-        self.logits.copy_(famo_logit_step(self.logits, delta.to(self.logits), self.lr, self.gamma))
-        self._prev_losses = None
+        step = self.on_present(
+            lambda x, d: famo_logit_step(x, d, self.lr, self.gamma), self.logits, delta.to(self.logits)
+        )  # an absent task's logit stays: on_present left it 0 in ``step``
+        self.logits.copy_(torch.where(self.present_mask(self.logits).bool(), step, self.logits))
+        self._prev_losses = self._prev_present = None

@@ -18,9 +18,9 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from polytask.balancing.base import Balancer
-from polytask.balancing.jacobian import all_reduce_mean
+from polytask.balancing.jacobian import all_reduce_mean, average_gradients
 from polytask.data.base import BatchLoader, Split
-from polytask.errors import NonFiniteLossError, PolytaskError
+from polytask.errors import NonFiniteLossError, NoTaskPresentError, PolytaskError
 from polytask.metrics.delta import relative_gains
 from polytask.models.base import MultiTaskModel, count_parameters
 from polytask.tasks import Task, add_intermediate_losses, complete_tasks, compute_losses, unlabelled_tasks
@@ -165,7 +165,6 @@ class Trainer:
             )
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.writes = self.out_dir is not None and self.rank == 0  # one process writes logs and checkpoints
-        self._warned_unlabelled = False
         self.logger = EpochLogger(self.out_dir) if self.writes else None
         self.shared_params = list(model.shared_parameters())
         self.task_params = model.task_parameter_groups()
@@ -297,10 +296,11 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
         loss_sum = torch.zeros(len(names), device=self.device)
         weight_sum = torch.zeros(len(names), device=self.device)
+        labelled = torch.zeros(len(names), device=self.device)  # per task: batches in which it was present
         kpi_sum, kpi_n = [0.0] * len(names), [0] * len(names)
         unlabelled: dict[str, int] = {}  # batches in which a task had no labelled sample
         check_labels = len(self.complete) < len(self.tasks)
-        steps = skipped = 0
+        steps = skipped = no_labels = 0
         model.train()
         start = time.perf_counter()
         bar = tqdm(
@@ -316,9 +316,10 @@ class Trainer:
                 outputs = model(x)
             losses = self._training_losses(outputs, targets)
             stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
-            if check_labels:
-                for name in unlabelled_tasks(self.tasks, targets, self.complete):
-                    unlabelled[name] = unlabelled.get(name, 0) + 1
+            absent = unlabelled_tasks(self.tasks, targets, self.complete) if check_labels else []
+            for name in absent:
+                unlabelled[name] = unlabelled.get(name, 0) + 1
+            given = {n: None if n in absent else losses[n] for n in names} if absent else stacked
             if self.world > 1 and self._nonfinite_anywhere(stacked):  # every process skips or raises alike
                 if self.on_nonfinite == "skip":
                     skipped += 1
@@ -333,11 +334,14 @@ class Trainer:
                 regularization.backward(retain_graph=True)
             try:
                 weights = balancer.backward(
-                    stacked,
+                    given,
                     shared_params=self.shared_params,
                     task_params=self.task_params,
                     representation=model.representation if balancer.needs_representation else None,
                 )
+            except NoTaskPresentError:  # no labelled sample of any task (in any process): nothing to learn
+                no_labels += 1
+                continue
             except NonFiniteLossError as exc:
                 if self.on_nonfinite == "skip":
                     skipped += 1
@@ -348,9 +352,13 @@ class Trainer:
             opt.step()
             if balancer.needs_post_step_losses:
                 with torch.no_grad(), autocast:
-                    balancer.post_step(self._training_losses(model(x), targets))
-            loss_sum.add_(stacked.detach())
+                    new = self._training_losses(model(x), targets)
+                    balancer.post_step({n: None if n in absent else new[n] for n in names})
+            present = torch.ones(len(names), device=self.device)
+            present[[names.index(n) for n in absent]] = 0.0
+            loss_sum.add_(stacked.detach() * present)
             weight_sum.add_(weights)
+            labelled.add_(present)
             if balancer.needs_kpis:
                 for k, t in enumerate(self.tasks):
                     v = t.kpi_value(outputs[t.name], targets[t.name], targets.get(t.name + "_mask"))
@@ -360,13 +368,17 @@ class Trainer:
             steps += 1
         seconds = time.perf_counter() - start
         if self.world > 1:  # epoch statistics of the global batches
-            all_reduce_mean([loss_sum, weight_sum])
+            all_reduce_mean([loss_sum, weight_sum, labelled])
             counts = torch.tensor([kpi_sum, kpi_n], dtype=torch.float64, device=self.device)
             dist.all_reduce(counts)
             kpi_sum, kpi_n = counts[0].tolist(), [int(c) for c in counts[1].tolist()]
         if steps == 0:
-            raise PolytaskError(f"epoch {epoch + 1}: no batch could be trained ({skipped} skipped as non-finite)")
-        train_loss = dict(zip(names, (loss_sum / steps).tolist()))
+            raise PolytaskError(
+                f"epoch {epoch + 1}: no batch could be trained ({no_labels} without any label, {skipped} skipped as "
+                "non-finite)"
+            )
+        # epoch means over the batches in which each task had labels (NaN: none this epoch)
+        train_loss = dict(zip(names, (loss_sum / labelled).tolist()))
         kpis = {n: (kpi_sum[k] / kpi_n[k] if kpi_n[k] else float("nan")) for k, n in enumerate(names)}
         balancer.epoch_end(losses=train_loss, kpis=kpis if balancer.needs_kpis else None)
         val = self._agreed(evaluate(model, self.tasks, self.val_batches, self.device, self.amp))
@@ -398,8 +410,6 @@ class Trainer:
             record["unlabelled_batches"] = {
                 t.name: unlabelled.get(t.name, 0) for t in self.tasks if t.name not in self.complete
             }
-        if unlabelled:
-            self._warn_unlabelled(unlabelled, epoch, steps + skipped)
         if self.progress:
             tqdm.write(
                 f"epoch {epoch + 1}/{self.epochs}  loss "
@@ -432,23 +442,6 @@ class Trainer:
             write_json(self.out_dir / "result.json", result.to_dict())  # type: ignore[operator]
         return result
 
-    def _warn_unlabelled(self, counts: dict[str, int], epoch: int, batches: int) -> None:
-        """Once per Trainer: tasks without a labelled sample in some batches enter the balancer there as
-        a zero loss with a zero gradient, which several methods read as something else than 'absent'."""
-        if self._warned_unlabelled or self.balancer.name == "ew" or self.rank != 0:
-            return
-        self._warned_unlabelled = True
-        which = ", ".join(f"{t!r} in {n}" for t, n in counts.items())
-        warnings.warn(
-            f"epoch {epoch + 1}: tasks without a labelled sample in some of the {batches} batches ({which}); there "
-            f"{self.balancer.name} sees a zero loss with a zero gradient (MGDA then makes no update, GLS and FAMO "
-            "put all weight on that task, UW and IMTL-L raise its weight): larger batches avoid it "
-            "(counts per epoch: 'unlabelled_batches' in the log)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-    # ------------------------------------------------------------------------------------ several processes
     def _nonfinite_anywhere(self, stacked: torch.Tensor) -> bool:
         flag = torch.tensor([0.0 if bool(torch.isfinite(stacked.detach()).all()) else 1.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -457,10 +450,10 @@ class Trainer:
     def _average_gradients(self) -> None:
         """The mean over processes of every gradient (what DDP does), for balancers whose backward is
         one ordinary backward of this process's losses (loss weightings, GradNorm)."""
-        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if any(g.is_sparse for g in grads):
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if any(p.grad is not None and p.grad.is_sparse for p in params):
             raise PolytaskError("under torch.distributed the Trainer does not average sparse gradients")
-        all_reduce_mean(grads)
+        average_gradients(params)
 
     def _agreed(self, result: EvalResult) -> EvalResult:
         """Process 0's evaluation, on every process: model selection and early stopping then agree."""
