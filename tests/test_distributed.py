@@ -190,6 +190,21 @@ def trainer_data():
     return pt.data.create("multidigits", n_train=96, n_val=48, n_test=48)
 
 
+SPARSE_METHODS = ["ew", "famo", "gradnorm", "mgda", "upgrad"]
+
+
+def sparse_trainer_data():
+    """trainer_data with one labelled row of 'sum': of the 3 batches of 32 one has it in one process's
+    half only (the task is present, that process's share of its gradient 0), two have it nowhere."""
+    import dataclasses
+
+    data = trainer_data()
+    targets = dict(data.train.targets)
+    targets["sum"] = torch.full_like(targets["sum"], float("nan"))
+    targets["sum"][5] = data.train.targets["sum"][5]
+    return dataclasses.replace(data, train=pt.data.Split(data.train.inputs, targets))
+
+
 def trainer_worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
@@ -197,6 +212,8 @@ def trainer_worker(rank, world, port, out_dir):
     try:
         data = trainer_data()  # from the cache the parent filled (not rebuilt by two processes at once)
         results = {m: trainer_run(m, data, os.path.join(out_dir, m)) for m in TRAINER_METHODS}
+        sparse = sparse_trainer_data()
+        results.update({f"sparse/{m}": trainer_run(m, sparse) for m in SPARSE_METHODS})
         torch.save(results, os.path.join(out_dir, f"trainer_rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -223,6 +240,13 @@ def test_trainer_on_two_processes_equals_one_process_on_the_global_batches(tmp_p
             assert got["writes"] == (rank == 0)
             assert expected["rows"] == [32, 32, 32] and got["rows"] == [16, 16, 16]
         assert (tmp_path / method / "result.json").exists() and (tmp_path / method / "checkpoint.pt").exists()
+    for method in SPARSE_METHODS:  # a task labelled in one process's share only: the processes agree
+        ranks = [torch.load(tmp_path / f"trainer_rank{r}.pt", weights_only=False)[f"sparse/{method}"] for r in (0, 1)]
+        for name, value in ranks[0]["weights"].items():
+            assert torch.equal(ranks[1]["weights"][name], value), (method, name)
+        for h0, h1 in zip(ranks[0]["history"], ranks[1]["history"]):
+            assert h0["unlabelled_batches"] == h1["unlabelled_batches"] == {"sum": 2}, method
+            assert h0["weights"] == h1["weights"] and h0["train_loss"] == h1["train_loss"], method
 
 
 def test_trainer_under_world_size_without_a_process_group_says_so(monkeypatch):

@@ -296,7 +296,8 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
         loss_sum = torch.zeros(len(names), device=self.device)
         weight_sum = torch.zeros(len(names), device=self.device)
-        labelled = torch.zeros(len(names), device=self.device)  # per task: batches in which it was present
+        labelled = torch.zeros(len(names), device=self.device)  # per task: batches with its labels here
+        weighted = torch.zeros(len(names), device=self.device)  # ... with its labels in any process
         kpi_sum, kpi_n = [0.0] * len(names), [0] * len(names)
         unlabelled: dict[str, int] = {}  # batches in which a task had no labelled sample
         check_labels = len(self.complete) < len(self.tasks)
@@ -316,9 +317,7 @@ class Trainer:
                 outputs = model(x)
             losses = self._training_losses(outputs, targets)
             stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
-            absent = unlabelled_tasks(self.tasks, targets, self.complete) if check_labels else []
-            for name in absent:
-                unlabelled[name] = unlabelled.get(name, 0) + 1
+            absent = unlabelled_tasks(self.tasks, targets, self.complete) if check_labels else []  # here
             given = {n: None if n in absent else losses[n] for n in names} if absent else stacked
             if self.world > 1 and self._nonfinite_anywhere(stacked):  # every process skips or raises alike
                 if self.on_nonfinite == "skip":
@@ -341,6 +340,8 @@ class Trainer:
                 )
             except NoTaskPresentError:  # no labelled sample of any task (in any process): nothing to learn
                 no_labels += 1
+                for name in names:
+                    unlabelled[name] = unlabelled.get(name, 0) + 1
                 continue
             except NonFiniteLossError as exc:
                 if self.on_nonfinite == "skip":
@@ -357,8 +358,14 @@ class Trainer:
             present = torch.ones(len(names), device=self.device)
             present[[names.index(n) for n in absent]] = 0.0
             loss_sum.add_(stacked.detach() * present)
-            weight_sum.add_(weights)
             labelled.add_(present)
+            # in any process (the balancer's presence, agreed over processes): weights are the global ones
+            anywhere = balancer.present_mask(weight_sum)
+            weight_sum.add_(weights)
+            weighted.add_(anywhere)
+            for name, here in zip(names, anywhere.tolist()):
+                if not here:
+                    unlabelled[name] = unlabelled.get(name, 0) + 1
             if balancer.needs_kpis:
                 for k, t in enumerate(self.tasks):
                     v = t.kpi_value(outputs[t.name], targets[t.name], targets.get(t.name + "_mask"))
@@ -395,7 +402,7 @@ class Trainer:
         record = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
-            "weights": dict(zip(names, (weight_sum / steps).tolist())),
+            "weights": dict(zip(names, (weight_sum / weighted).tolist())),  # over the batches it was present in
             "val_loss": val.losses,
             "val": val.scores,
             "selection_score": score,
