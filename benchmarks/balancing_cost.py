@@ -380,6 +380,13 @@ def main() -> None:
                 "the same, but the forward and the heads' and losses' gradients by autograd, as a library that "
                 "takes arbitrary heads and losses must get them)"
             )
+        reference = timing.get(("polytask", "(hand-written, autograd heads)"))
+        measured = [timing[("polytask", m)] / reference for m in methods if m in GRAMIAN and reference]
+        if measured:
+            print(
+                f"Gramian methods over (hand-written, autograd heads), same run: {min(measured):.2f}x-"
+                f"{max(measured):.2f}x (what the library's generality costs over the same arithmetic)"
+            )
         if model_name == "mlp":
             floor = exact_jacobian_floor(make("mlp")[0], 128, len(TASKS))
             print(
