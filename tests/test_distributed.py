@@ -115,9 +115,31 @@ def worker(rank, world, port, out_dir):
         for m in ABSENT:  # task b labelled on rank 0 only, then on no rank
             results[f"absent/{m}/one"] = run_with_b(m, x[half], y[half], _mse if rank == 0 else _none)
             results[f"absent/{m}/all"] = run_with_b(m, x[half], y[half], _none)
+        results.update(empty_process_case(x[half], y[half], rank))
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def empty_process_case(x, y, rank):
+    """Rank 1 has no task in its share: EW still steps (rank 0's gradient, averaged with rank 1's none);
+    MGDA, whose per-task backward every process must join, raises the same error in both processes."""
+    out = {}
+    for method in ("ew", "mgda"):
+        torch.manual_seed(0)
+        net = Net()
+        _, pred = net(x)
+        losses = [((p - y[:, k]) ** 2).mean() for k, p in enumerate(pred)] if rank == 0 else [None] * 3
+        heads = {t: list(h.parameters()) for t, h in zip(TASKS, net.heads)}
+        try:
+            pt.balancing.create(method, tasks=TASKS).backward(
+                losses, shared_params=list(net.encoder.parameters()), task_params=heads
+            )
+            pt.balancing.jacobian.average_gradients(list(net.parameters()))
+            out[f"empty/{method}"] = [p.grad.clone() for p in net.parameters()]
+        except pt.PolytaskError as exc:
+            out[f"empty/{method}"] = str(exc)
+    return out
 
 
 def free_port():
@@ -155,6 +177,13 @@ def test_two_process_step_equals_single_process_step_on_the_global_batch(tmp_pat
                 expected = run_with_b(method, x, y, b_loss)
                 for g, e in zip(got[f"absent/{method}/{case}"], expected):
                     assert torch.allclose(g, e, atol=1e-5), (method, case, rank, (g - e).abs().max())
+        assert "has no labelled sample of any task in its share" in got["empty/mgda"]
+        torch.manual_seed(0)
+        net = Net()
+        _, pred = net(x[:8])
+        sum(((p - y[:8, k]) ** 2).mean() for k, p in enumerate(pred)).backward()
+        for g, p in zip(got["empty/ew"], net.parameters()):
+            assert torch.allclose(g, 0.5 * p.grad, atol=1e-6), ("empty/ew", rank)
         for g, e in zip(got["uneven/always"], got["uneven/never"]):
             assert torch.allclose(g, e, atol=1e-5), ("uneven", rank, (g - e).abs().max())
         for method in FACTORED:  # against the single process's per-parameter route

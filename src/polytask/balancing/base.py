@@ -179,6 +179,16 @@ class Balancer(nn.Module):
         mask[absent] = False
         return mask
 
+    def check_no_empty_process(self) -> None:
+        """For methods whose per-task backward every process must join (gradient methods, GradNorm): raise,
+        in every process alike, when some process has no task in its share of the batch."""
+        if self.empty_process:
+            raise PolytaskError(
+                f"{self.name}: under torch.distributed a process has no labelled sample of any task in its share "
+                "of the batch while others have some, and this method needs every process in its per-task "
+                "backward; use larger batches per process (or a loss weighting)"
+            )
+
     def present_mask(self, like: torch.Tensor) -> torch.Tensor:
         """1 for each present task, 0 for an absent one, as a (K,) tensor like ``like``."""
         if self.present is None:

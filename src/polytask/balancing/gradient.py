@@ -140,6 +140,7 @@ class GradientBalancer(Balancer):
         """Per-task gradients -> aggregated ``.grad`` on every parameter; returns the (K,) weights w with
         d = Σ_k w_k g_k (for methods without task weights, the effective coefficients)."""
         stacked = self.stack_losses(losses)
+        self.check_no_empty_process()
         given = None if shared_params is None else list(shared_params)
         shared = None if given is None else _unique(p for p in given if p.requires_grad)
         if self.rep_grad:
@@ -211,12 +212,6 @@ class GradientBalancer(Balancer):
         representation: torch.Tensor | None,
     ) -> list[torch.Tensor]:
         shared_ids = {id(p) for p in shared or ()}
-        if self.empty_process:  # decided alike in every process: all raise
-            raise PolytaskError(
-                f"{self.name}: under torch.distributed a process has no labelled sample of any task in its share of "
-                "the batch while others have some, and gradient methods need every process in the per-task "
-                "backward; use larger batches per process (or a loss weighting)"
-            )
         if task_params is None and self.contested:
             raise PolytaskError(
                 f"{self.name}: a task is absent (loss None) in some processes only, so the task-specific parameters "
@@ -726,6 +721,7 @@ class GradNorm(Balancer):
         representation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         stacked = self.stack_losses(losses)
+        self.check_no_empty_process()
         weight_mats = _weight_matrices(shared_params or ())
         problem = _layer_problem(weight_mats, self.layer)
         if problem:
