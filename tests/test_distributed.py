@@ -234,6 +234,18 @@ def sparse_trainer_data():
     return dataclasses.replace(data, train=pt.data.Split(data.train.inputs, targets))
 
 
+def scarce_trainer_data():
+    """trainer_data with every task labelled on rows 0-3 only: in some batches one process's half has no
+    label while the other's has."""
+    import dataclasses
+
+    data = trainer_data()
+    targets = {k: v.clone() for k, v in data.train.targets.items()}
+    for t in targets.values():
+        t[4:] = -100 if t.dtype == torch.long else float("nan")
+    return dataclasses.replace(data, train=pt.data.Split(data.train.inputs, targets))
+
+
 def trainer_worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
@@ -243,6 +255,8 @@ def trainer_worker(rank, world, port, out_dir):
         results = {m: trainer_run(m, data, os.path.join(out_dir, m)) for m in TRAINER_METHODS}
         sparse = sparse_trainer_data()
         results.update({f"sparse/{m}": trainer_run(m, sparse) for m in SPARSE_METHODS})
+        scarce = scarce_trainer_data()
+        results.update({f"scarce/{m}": trainer_run(m, scarce) for m in ("ew", "mgda")})
         torch.save(results, os.path.join(out_dir, f"trainer_rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -276,6 +290,22 @@ def test_trainer_on_two_processes_equals_one_process_on_the_global_batches(tmp_p
         for h0, h1 in zip(ranks[0]["history"], ranks[1]["history"]):
             assert h0["unlabelled_batches"] == h1["unlabelled_batches"] == {"sum": 2}, method
             assert h0["weights"] == h1["weights"] and h0["train_loss"] == h1["train_loss"], method
+    # a process's share without any label: MGDA (every process in its per-task backward) skips the batch in
+    # both processes, EW steps on the other process's labels
+    scarce = {
+        m: [torch.load(tmp_path / f"trainer_rank{r}.pt", weights_only=False)[f"scarce/{m}"] for r in (0, 1)]
+        for m in ("ew", "mgda")
+    }
+    for method, ranks in scarce.items():
+        for name, value in ranks[0]["weights"].items():
+            assert torch.equal(ranks[1]["weights"][name], value), (method, name)
+        assert [h["empty_share_batches"] for h in ranks[0]["history"]] == [
+            h["empty_share_batches"] for h in ranks[1]["history"]
+        ]
+    assert sum(h["empty_share_batches"] for h in scarce["mgda"][0]["history"]) > 0
+    assert all(h["empty_share_batches"] == 0 for h in scarce["ew"][0]["history"])
+    mgda_steps = [h["steps"] + h["empty_share_batches"] for h in scarce["mgda"][0]["history"]]
+    assert mgda_steps == [h["steps"] for h in scarce["ew"][0]["history"]]
 
 
 def test_trainer_under_world_size_without_a_process_group_says_so(monkeypatch):

@@ -37,6 +37,11 @@ class NoTaskPresentError(PolytaskError):
     """Every task's loss is None: no task has a labelled sample in the batch (on any process)."""
 
 
+class EmptyShareError(PolytaskError):
+    """Under torch.distributed one process has no task in its share of the batch, and the method needs
+    every process in its per-task backward; raised in every process alike."""
+
+
 class NonFiniteGradientError(PolytaskError, FloatingPointError):
     """Per-task gradients became NaN or infinite although the losses are finite."""
 

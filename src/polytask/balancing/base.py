@@ -33,7 +33,13 @@ import torch
 from torch import nn
 
 from polytask.balancing.jacobian import all_reduce_mean, world_size
-from polytask.errors import NonFiniteLossError, NoTaskPresentError, PolytaskError, TaskMismatchError
+from polytask.errors import (
+    EmptyShareError,
+    NonFiniteLossError,
+    NoTaskPresentError,
+    PolytaskError,
+    TaskMismatchError,
+)
 
 
 def global_losses(losses: torch.Tensor) -> torch.Tensor:
@@ -183,7 +189,7 @@ class Balancer(nn.Module):
         """For methods whose per-task backward every process must join (gradient methods, GradNorm): raise,
         in every process alike, when some process has no task in its share of the batch."""
         if self.empty_process:
-            raise PolytaskError(
+            raise EmptyShareError(
                 f"{self.name}: under torch.distributed a process has no labelled sample of any task in its share "
                 "of the batch while others have some, and this method needs every process in its per-task "
                 "backward; use larger batches per process (or a loss weighting)"

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from polytask.balancing.base import Balancer
 from polytask.balancing.jacobian import all_reduce_mean, average_gradients
 from polytask.data.base import BatchLoader, Split
-from polytask.errors import NonFiniteLossError, NoTaskPresentError, PolytaskError
+from polytask.errors import EmptyShareError, NonFiniteLossError, NoTaskPresentError, PolytaskError
 from polytask.metrics.delta import relative_gains
 from polytask.models.base import MultiTaskModel, count_parameters
 from polytask.tasks import Task, add_intermediate_losses, complete_tasks, compute_losses, unlabelled_tasks
@@ -166,6 +166,7 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.writes = self.out_dir is not None and self.rank == 0  # one process writes logs and checkpoints
         self.logger = EpochLogger(self.out_dir) if self.writes else None
+        self._warned_empty_share = False
         self.shared_params = list(model.shared_parameters())
         self.task_params = model.task_parameter_groups()
         self.directions = {t.name: t.directions for t in self.primary}
@@ -301,7 +302,7 @@ class Trainer:
         kpi_sum, kpi_n = [0.0] * len(names), [0] * len(names)
         unlabelled: dict[str, int] = {}  # batches in which a task had no labelled sample
         check_labels = len(self.complete) < len(self.tasks)
-        steps = skipped = no_labels = 0
+        steps = skipped = no_labels = empty_shares = 0
         model.train()
         start = time.perf_counter()
         bar = tqdm(
@@ -343,6 +344,10 @@ class Trainer:
                 for name in names:
                     unlabelled[name] = unlabelled.get(name, 0) + 1
                 continue
+            except EmptyShareError as exc:  # raised in every process alike: all skip the batch
+                empty_shares += 1
+                self._warn_empty_share(exc, epoch)
+                continue
             except NonFiniteLossError as exc:
                 if self.on_nonfinite == "skip":
                     skipped += 1
@@ -381,8 +386,8 @@ class Trainer:
             kpi_sum, kpi_n = counts[0].tolist(), [int(c) for c in counts[1].tolist()]
         if steps == 0:
             raise PolytaskError(
-                f"epoch {epoch + 1}: no batch could be trained ({no_labels} without any label, {skipped} skipped as "
-                "non-finite)"
+                f"epoch {epoch + 1}: no batch could be trained ({no_labels} without any label, {empty_shares} with a "
+                f"process's share without any, {skipped} skipped as non-finite)"
             )
         # epoch means over the batches in which each task had labels (NaN: none this epoch)
         train_loss = dict(zip(names, (loss_sum / labelled).tolist()))
@@ -413,6 +418,8 @@ class Trainer:
         }
         if balancer.needs_kpis:
             record["kpis"] = kpis
+        if self.world > 1:  # every epoch (the CSV log's columns)
+            record["empty_share_batches"] = empty_shares
         if check_labels:  # the same keys every epoch (the CSV log's columns)
             record["unlabelled_batches"] = {
                 t.name: unlabelled.get(t.name, 0) for t in self.tasks if t.name not in self.complete
@@ -461,6 +468,17 @@ class Trainer:
         if any(p.grad is not None and p.grad.is_sparse for p in params):
             raise PolytaskError("under torch.distributed the Trainer does not average sparse gradients")
         average_gradients(params)
+
+    def _warn_empty_share(self, exc: EmptyShareError, epoch: int) -> None:
+        """Once per Trainer, on process 0: batches skipped because a process's share had no label."""
+        if self._warned_empty_share or self.rank != 0:
+            return
+        self._warned_empty_share = True
+        warnings.warn(
+            f"epoch {epoch + 1}: batch skipped: {exc} (counted per epoch as 'empty_share_batches' in the log)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _agreed(self, result: EvalResult) -> EvalResult:
         """Process 0's evaluation, on every process: model selection and early stopping then agree."""
