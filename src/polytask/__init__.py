@@ -11,6 +11,7 @@ from polytask import balancing, data, features, metrics, models
 from polytask.errors import (
     CheckpointError,
     ConfigError,
+    EmptyShareError,
     NonFiniteGradientError,
     NonFiniteLossError,
     NoTaskPresentError,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "EmptyShareError",
     "NoTaskPresentError",
     "NonFiniteGradientError",
     "NonFiniteLossError",
