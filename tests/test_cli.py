@@ -190,7 +190,7 @@ def test_example_configs_are_valid():
     from polytask.config import CompareConfig, RunConfig, from_mapping, load_yaml
 
     root = Path(__file__).resolve().parents[1] / "examples" / "configs"
-    for name in ("compare_multidigits.yaml", "compare_gradient_methods.yaml"):
+    for name in ("compare_multidigits.yaml", "compare_gradient_methods.yaml", "compare_partial_labels.yaml"):
         Comparison(from_mapping(CompareConfig, load_yaml(root / name)), progress=False)
     config = from_mapping(RunConfig, load_yaml(root / "train_dwa.yaml"))
     pt.balancing.create(config.method, tasks=3, **config.method_options)
