@@ -34,6 +34,8 @@ def test_list_one_entry_shows_its_documentation_and_options(capsys):
     assert "options (method_options in a config file):\n  c = 0.4\n  rescale = 1\n" in out
     assert "architecture mmoe" in out and "options (arch_options in a config file):\n  n_experts = 8" in out
     assert "tasks" not in out.split("options (arch_options")[1]  # passed by the library, not an option
+    assert main(["list", "multidigits"]) == 0
+    assert "  labelled = None    ({task: fraction}" in capsys.readouterr().out
     assert main(["list", "mgdaa"]) == 2
     assert "unknown name 'mgdaa': not a dataset, architecture or method" in capsys.readouterr().err
 

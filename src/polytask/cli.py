@@ -194,6 +194,14 @@ _PASSED = {"dataset": (), "architecture": ("tasks", "input_shape", "spec"), "met
 _CONFIG_KEY = {"dataset": "dataset_options", "architecture": "arch_options", "method": "method_options"}
 
 
+# options every entry of a registry takes besides its own
+_EVERY = {
+    "dataset": "  labelled = None    ({task: fraction}: keep that task's training labels on a random fraction of\n"
+    "                      the samples only; validation and test keep theirs)\n"
+    "  label_seed = 0     (the seed of that draw)\n"
+}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     registries = (("datasets", data.DATASETS), ("architectures", models.MODELS), ("methods", balancing.BALANCERS))
     if args.names:
@@ -204,7 +212,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                     f"unknown name {name!r}: not a dataset, architecture or method (polytask list shows them all)"
                 )
             for registry in found:
-                print(registry.documentation(name, _PASSED[registry.kind], _CONFIG_KEY[registry.kind]) + "\n")
+                print(registry.documentation(name, _PASSED[registry.kind], _CONFIG_KEY[registry.kind]))
+                print(_EVERY.get(registry.kind, ""))
         return 0
     for title, registry in registries:
         print(f"{title}:")
