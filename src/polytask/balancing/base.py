@@ -86,6 +86,7 @@ class Balancer(nn.Module):
         super().__init__()
         # after stack_losses(): (K,) bool of the tasks with a loss in this batch; None when all have one
         self.present: torch.Tensor | None = None
+        self._present_losses: torch.Tensor | None = None
         self.contested = self.empty_process = False
         if isinstance(tasks, int):
             if tasks < 1:
@@ -153,13 +154,25 @@ class Balancer(nn.Module):
                     raise TaskMismatchError(f"{self.name}: loss of task {name!r} must be a scalar tensor")
             given = [loss for loss in items if loss is not None]
             zero = given[0].detach().new_zeros(()) if given else torch.zeros(())
-            stacked = torch.stack([zero if loss is None else loss.reshape(()) for loss in items])
+            items = [zero if loss is None else loss.reshape(()) for loss in items]
+            stacked = torch.stack(items)
         self.present = self._agreed_presence(absent, stacked)
+        # the present tasks' losses alone (0 for one absent here but present in another process)
+        self._present_losses = (
+            stacked
+            if self.present is None
+            else torch.stack([items[k] for k in self.present.nonzero().flatten().tolist()])
+        )
         if check_finite:
             self.check_finite(stacked)
         if self.loss_use is not None:
             self.check_loss_floor(stacked)
         return stacked
+
+    def present_losses(self) -> torch.Tensor:
+        """The (K_p,) losses of the present tasks from the last :meth:`stack_losses`, each still in its
+        own graph (for methods that compute per-task gradients of the present tasks only)."""
+        return self._present_losses
 
     def _agreed_presence(self, absent: list[int], stacked: torch.Tensor) -> torch.Tensor | None:
         """The (K,) mask of present tasks (None: all), the same on every process: a task is present where

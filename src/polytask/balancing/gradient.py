@@ -100,11 +100,10 @@ class GradientBalancer(Balancer):
     def aggregate(
         self, jacobian: jac.TaskJacobian, losses: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Per-target update Jᵀw, the weights w on the shared gradients, and the weights for the heads."""
+        """Per-target update Jᵀw, the weights w on the shared gradients, and the weights for the heads; J,
+        the losses and the weights are over the present tasks (:meth:`present_rows`)."""
         G = self.global_gramian(jacobian).cpu().numpy()
-        rows = self.present_rows()
-        w_np = np.zeros(self.num_tasks)
-        w_np[rows] = self.gram_weights(G[np.ix_(rows, rows)], losses.detach().double().cpu().numpy()[rows], rows)
+        w_np = self.gram_weights(G, losses.detach().double().cpu().numpy(), self.present_rows())
         if not np.all(np.isfinite(w_np)):
             raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")
         dtype = jacobian.targets[0].dtype
@@ -165,6 +164,7 @@ class GradientBalancer(Balancer):
                     "the gradients of shared parameters; while it is frozen, train with a loss weighting (e.g. ew)"
                 )
             targets = shared
+        stacked = self.present_losses()  # the per-task gradients of the present tasks only
         heads = self._heads(stacked, shared, task_params, representation)
         # no compiled code that several per-task backwards would cross
         self._auto.check_first_step(stacked, self.name, representation if self.rep_grad else None)
@@ -198,7 +198,15 @@ class GradientBalancer(Balancer):
         jac.accumulate(targets, self.finalize_shared(update))
         if heads:
             jac.accumulate(heads, jac.combine(head_grads, head_w))
-        return self._record(w)
+        return self._record(self.all_tasks(w))
+
+    def all_tasks(self, values: torch.Tensor) -> torch.Tensor:
+        """A (K_p,) vector over the present tasks as a (K,) one, 0 for the absent tasks."""
+        if self.present is None:
+            return values
+        out = values.new_zeros(self.num_tasks)
+        out[torch.as_tensor(self.present_rows(), device=values.device)] = values
+        return out
 
     def finalize_shared(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
         """Last change to the shared parameters' update (e.g. Nash-MTL's norm clipping); default: none."""
@@ -488,12 +496,12 @@ class IMTL(GradientBalancer):
         self.log_scales = nn.Parameter(torch.zeros(self.num_tasks))
 
     def aggregate(self, jacobian, losses):
-        scale = torch.exp(self.log_scales.detach())
+        rows = torch.as_tensor(self.present_rows(), device=self.log_scales.device)
+        scale = torch.exp(self.log_scales.detach()[rows])
         update, w, heads = super().aggregate(jacobian.scaled(scale), losses)
+        # ∂/∂s_k (e^{s_k} L_k − s_k) = e^{s_k} L_k − 1; an absent task's s gets none
+        s_grad = self.all_tasks(scale * losses.to(scale) - 1)
         scale = scale.to(w.dtype)
-        # ∂/∂s_k (e^{s_k} L_k − s_k) = e^{s_k} L_k − 1
-        s_grad = torch.exp(self.log_scales.detach()) * losses.to(self.log_scales) - 1
-        s_grad = s_grad * self.present_mask(self.log_scales)  # an absent task's s gets no gradient
         self.log_scales.grad = s_grad if self.log_scales.grad is None else self.log_scales.grad + s_grad
         return update, w * scale, heads * scale
 
@@ -679,8 +687,9 @@ class GradDrop(GradientBalancer):
             summed = g.sum(dim=1, keepdim=True)
             jac.all_reduce_mean([summed])
             purity = sign_purity(summed)
-        combined = graddrop_combine(g, uniform, self.leak.to(g), self.batch_sum, purity)
-        ones = self.present_mask(g)  # an absent task's rows are 0: they change neither P nor the sum
+        leak = self.leak[torch.as_tensor(self.present_rows(), device=self.leak.device)]
+        combined = graddrop_combine(g, uniform, leak.to(g), self.batch_sum, purity)
+        ones = torch.ones(len(g), dtype=g.dtype, device=g.device)
         return [combined], ones, ones
 
 
