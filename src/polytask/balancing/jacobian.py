@@ -496,7 +496,10 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
         return
     params = [p for p in params if p.requires_grad]
     if any(p.grad is not None and p.grad.is_sparse for p in params):
-        raise PolytaskError("sparse gradients are not averaged over processes here")
+        raise PolytaskError(
+            "sparse gradients (nn.Embedding(sparse=True)) are not averaged over processes: use dense embeddings "
+            "under torch.distributed"
+        )
     device = next((p.grad.device for p in params if p.grad is not None), params[0].device if params else "cpu")
     has = torch.tensor([float(p.grad is not None) for p in params], device=device)
     all_reduce_mean([has])

@@ -196,9 +196,9 @@ def cagrad_dual(A: Matrix, b: list[float], s: float, max_iter: int = 100) -> lis
         rho = math.sqrt(dot(w, Aw))
         grad = [bi + s * a / rho for bi, a in zip(b, Aw)]
         m = len(free)
-        kkt = [[s * (A[i][j] / rho - Aw[i] * Aw[j] / rho**3) for j in free] + [1.0] for i in free] + [
-            [*([1.0] * m), 0.0]
-        ]
+        kkt = [
+            [s * (A[i][j] / rho - Aw[i] * Aw[j] / rho**3) for j in free] + [1.0] for i in free
+        ] + [[*([1.0] * m), 0.0]]
         sol = solve(kkt, [*(-grad[i] for i in free), 0.0])
         if sol is None:
             return None

@@ -361,16 +361,17 @@ class Trainer:
                     new = self._training_losses(model(x), targets)
                     balancer.post_step({n: None if n in absent else new[n] for n in names})
             present = torch.ones(len(names), device=self.device)
-            present[[names.index(n) for n in absent]] = 0.0
+            if absent:
+                present[[names.index(n) for n in absent]] = 0.0
             loss_sum.add_(stacked.detach() * present)
             labelled.add_(present)
             # in any process (the balancer's presence, agreed over processes): weights are the global ones
-            anywhere = balancer.present_mask(weight_sum)
             weight_sum.add_(weights)
-            weighted.add_(anywhere)
-            for name, here in zip(names, anywhere.tolist()):
-                if not here:
-                    unlabelled[name] = unlabelled.get(name, 0) + 1
+            weighted.add_(balancer.present_mask(weighted))
+            if balancer.present is not None:  # a CPU mask: no device sync
+                for name, here in zip(names, balancer.present.tolist()):
+                    if not here:
+                        unlabelled[name] = unlabelled.get(name, 0) + 1
             if balancer.needs_kpis:
                 for k, t in enumerate(self.tasks):
                     v = t.kpi_value(outputs[t.name], targets[t.name], targets.get(t.name + "_mask"))
@@ -456,6 +457,7 @@ class Trainer:
             write_json(self.out_dir / "result.json", result.to_dict())  # type: ignore[operator]
         return result
 
+    # ------------------------------------------------------------------------------------ several processes
     def _nonfinite_anywhere(self, stacked: torch.Tensor) -> bool:
         flag = torch.tensor([0.0 if bool(torch.isfinite(stacked.detach()).all()) else 1.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -464,10 +466,7 @@ class Trainer:
     def _average_gradients(self) -> None:
         """The mean over processes of every gradient (what DDP does), for balancers whose backward is
         one ordinary backward of this process's losses (loss weightings, GradNorm)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if any(p.grad is not None and p.grad.is_sparse for p in params):
-            raise PolytaskError("under torch.distributed the Trainer does not average sparse gradients")
-        average_gradients(params)
+        average_gradients([p for g in self.optimizer.param_groups for p in g["params"]])
 
     def _warn_empty_share(self, exc: EmptyShareError, epoch: int) -> None:
         """Once per Trainer, on process 0: batches skipped because a process's share had no label."""
