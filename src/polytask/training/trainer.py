@@ -299,10 +299,11 @@ class Trainer:
         weight_sum = torch.zeros(len(names), device=self.device)
         labelled = torch.zeros(len(names), device=self.device)  # per task: batches with its labels here
         weighted = torch.zeros(len(names), device=self.device)  # ... with its labels in any process
+        # (batches where every task has them are only counted: full_batches, everywhere)
         kpi_sum, kpi_n = [0.0] * len(names), [0] * len(names)
         unlabelled: dict[str, int] = {}  # batches in which a task had no labelled sample
         check_labels = len(self.complete) < len(self.tasks)
-        steps = skipped = no_labels = empty_shares = 0
+        steps = skipped = no_labels = empty_shares = full_batches = everywhere = 0
         model.train()
         start = time.perf_counter()
         bar = tqdm(
@@ -360,15 +361,20 @@ class Trainer:
                 with torch.no_grad(), autocast:
                     new = self._training_losses(model(x), targets)
                     balancer.post_step({n: None if n in absent else new[n] for n in names})
-            present = torch.ones(len(names), device=self.device)
             if absent:
+                present = torch.ones(len(names), device=self.device)
                 present[[names.index(n) for n in absent]] = 0.0
-            loss_sum.add_(stacked.detach() * present)
-            labelled.add_(present)
-            # in any process (the balancer's presence, agreed over processes): weights are the global ones
+                loss_sum.add_(stacked.detach() * present)
+                labelled.add_(present)
+            else:  # the usual case, counted without tensor work
+                loss_sum.add_(stacked.detach())
+                full_batches += 1
             weight_sum.add_(weights)
-            weighted.add_(balancer.present_mask(weighted))
-            if balancer.present is not None:  # a CPU mask: no device sync
+            # in any process (the balancer's presence, agreed over processes): weights are the global ones
+            if balancer.present is None:
+                everywhere += 1
+            else:  # a CPU mask: no device sync
+                weighted.add_(balancer.present.to(weighted))
                 for name, here in zip(names, balancer.present.tolist()):
                     if not here:
                         unlabelled[name] = unlabelled.get(name, 0) + 1
@@ -380,6 +386,8 @@ class Trainer:
                         kpi_n[k] += 1
             steps += 1
         seconds = time.perf_counter() - start
+        labelled += full_batches
+        weighted += everywhere
         if self.world > 1:  # epoch statistics of the global batches
             all_reduce_mean([loss_sum, weight_sum, labelled])
             counts = torch.tensor([kpi_sum, kpi_n], dtype=torch.float64, device=self.device)
