@@ -19,6 +19,14 @@ def _curves(runs: list[dict], key: str, task: str) -> np.ndarray:
     return np.array([s + [np.nan] * (width - len(s)) for s in series], dtype=float)
 
 
+def _nanmean_rows(curves: np.ndarray) -> np.ndarray:
+    """Mean over seeds per epoch, NaN where no seed has a value (an epoch without labels of the task)
+    without NumPy's empty-slice warning."""
+    counts = np.sum(~np.isnan(curves), axis=0)
+    sums = np.nansum(curves, axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def _groups(results: dict[str, Any]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     multi_arch = len({r["arch"] for r in results["runs"]}) > 1
@@ -32,29 +40,35 @@ def loss_curves(results: dict[str, Any], path: Path) -> Path:
     tasks = [t["name"] for t in results["tasks"]]
     groups = _groups(results)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    palette = 10 if len(groups) <= 10 else 20
+    colors = (plt.cm.tab10 if palette == 10 else plt.cm.tab20)(np.linspace(0, 1, palette))
     for ax, task in zip(axes[0], tasks):
         for i, (label, runs) in enumerate(groups.items()):
             for key, style in (("train_loss", "-"), ("val_loss", "--")):
-                mean = np.nanmean(_curves(runs, key, task), axis=0)
+                mean = _nanmean_rows(_curves(runs, key, task))
                 ax.plot(
                     np.arange(1, len(mean) + 1),
                     mean,
                     style,
-                    color=colors[i % 10],
+                    color=colors[i % palette],
                     label=label if key == "train_loss" else None,
                 )
         for arch, base in results["baselines"].items():
-            mean = np.nanmean(_curves(base["runs"][task], "val_loss", task), axis=0)
+            mean = _nanmean_rows(_curves(base["runs"][task], "val_loss", task))
             ax.plot(np.arange(1, len(mean) + 1), mean, ":", color="black", label=f"single-task val ({arch})")
         ax.set_title(task)
         ax.set_xlabel("epoch")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("loss (solid: train, dashed: val)")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if len(labels) <= 12:
+        axes[0][-1].legend(fontsize=7, loc="upper right")
+    else:  # many runs: beside the panels, in columns of up to 30
+        columns = -(-len(labels) // 30)
+        fig.legend(handles, labels, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 0.98), ncol=columns)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -69,7 +83,7 @@ def weight_trajectories(results: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
     for ax, (label, runs) in zip(axes.flat, groups.items()):
         for task in tasks:
-            mean = np.nanmean(_curves(runs, "weights", task), axis=0)
+            mean = _nanmean_rows(_curves(runs, "weights", task))
             ax.plot(np.arange(1, len(mean) + 1), mean, marker=".", label=task)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("epoch")
