@@ -158,11 +158,7 @@ class Balancer(nn.Module):
             stacked = torch.stack(items)
         self.present = self._agreed_presence(absent, stacked)
         # the present tasks' losses alone (0 for one absent here but present in another process)
-        self._present_losses = (
-            stacked
-            if self.present is None
-            else torch.stack([items[k] for k in self.present.nonzero().flatten().tolist()])
-        )
+        self._present_losses = stacked if self.present is None else torch.stack([items[k] for k in self.present_rows()])
         if check_finite:
             self.check_finite(stacked)
         if self.loss_use is not None:
@@ -208,6 +204,12 @@ class Balancer(nn.Module):
                 "backward; use larger batches per process (or a loss weighting)"
             )
 
+    def present_rows(self) -> list[int]:
+        """Indices of the present tasks (all K when none is absent)."""
+        if self.present is None:
+            return list(range(self.num_tasks))
+        return self.present.nonzero().flatten().tolist()
+
     def present_mask(self, like: torch.Tensor) -> torch.Tensor:
         """1 for each present task, 0 for an absent one, as a (K,) tensor like ``like``."""
         if self.present is None:
@@ -220,7 +222,7 @@ class Balancer(nn.Module):
         (a softmax, a geometric mean)."""
         if self.present is None:
             return fn(*vectors)
-        index = self.present.nonzero().flatten().to(vectors[0].device)
+        index = torch.as_tensor(self.present_rows(), device=vectors[0].device)
         out = torch.zeros_like(vectors[0])
         out[index] = fn(*(v[index] for v in vectors))
         return out

@@ -103,19 +103,13 @@ class GradientBalancer(Balancer):
         """Per-target update Jᵀw, the weights w on the shared gradients, and the weights for the heads; J,
         the losses and the weights are over the present tasks (:meth:`present_rows`)."""
         G = self.global_gramian(jacobian).cpu().numpy()
-        w_np = self.gram_weights(G, losses.detach().double().cpu().numpy(), self.present_rows())
+        w_np = self.gram_weights(G, losses.detach().double().cpu().numpy(), np.asarray(self.present_rows()))
         if not np.all(np.isfinite(w_np)):
             raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")
         dtype = jacobian.targets[0].dtype
         w = torch.as_tensor(w_np, dtype=dtype, device=jacobian.targets[0].device)
         heads = w if (self.scale_heads and self.defines_weights) else torch.ones_like(w)
         return jacobian.combine(w), w, heads
-
-    def present_rows(self) -> np.ndarray:
-        """Indices of the present tasks (all K when none is absent)."""
-        if self.present is None:
-            return np.arange(self.num_tasks)
-        return np.flatnonzero(self.present.numpy())
 
     def global_gramian(self, jacobian: jac.TaskJacobian) -> torch.Tensor:
         """G of the global batch. Parameter gradients are already averaged over processes. For gradients
@@ -742,10 +736,11 @@ class GradNorm(Balancer):
             scale = present.sum() / (self.loss_weights * present).sum()
             self.loss_weights.copy_(torch.where(present.bool(), self.loss_weights * scale, self.loss_weights))
         w = self.loss_weights.detach() * self.present_mask(self.loss_weights)  # 0 for an absent task
-        self._auto.check_first_step(stacked, self.name)  # no compiled code that the K backwards to W all cross
+        present = self.present_losses()  # ‖∇_W L_k‖ of the present tasks only
+        self._auto.check_first_step(present, self.name)  # no compiled code that the K backwards to W all cross
         options = self._auto.options(self.engine)
-        (gW,), used = jac.task_gradients(stacked, [W], retain_graph=True, reach_any=1, **options)
-        self._auto.learn(self.engine, len(stacked), used)
+        (gW,), used = jac.task_gradients(present, [W], retain_graph=True, reach_any=1, **options)
+        self._auto.learn(self.engine, len(present), used)
         if isinstance(gW, SparseRows):  # a sparse table as W: its touched rows hold every task's gradient
             if jac.world_size() > 1:
                 raise PolytaskError(
@@ -755,10 +750,13 @@ class GradNorm(Balancer):
         global_losses = stacked.detach().clone()
         jac.all_reduce_mean([gW, global_losses])
         self.initial, initial = initial_losses(self.initial, global_losses.tolist())
-        norms = gW.reshape(self.num_tasks, -1).norm(dim=1).to(w)
+        rows = self.present_rows()
+        norms = gW.reshape(len(rows), -1).norm(dim=1).to(w)
         ratio = global_losses.to(w) / torch.tensor(initial, dtype=w.dtype, device=w.device).clamp_min(1e-12)
         # on the present tasks: G_k = w_k ‖∇_W L_k‖, their mean Ḡ and their mean loss ratio
-        grad_w = self.on_present(self._weight_gradient, w, norms, ratio)
+        index = torch.as_tensor(rows, device=w.device)
+        grad_w = torch.zeros_like(w)
+        grad_w[index] = self._weight_gradient(w[index], norms, ratio[index])
         self.loss_weights.grad = grad_w if self.loss_weights.grad is None else self.loss_weights.grad + grad_w
         torch.dot(w.to(stacked.dtype), stacked).backward()  # under DDP, the wrapper averages these
         return self._record(w)
