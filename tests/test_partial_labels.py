@@ -52,3 +52,17 @@ def test_training_on_partial_labels_leaves_the_task_absent_in_some_batches():
     trainer = pt.Trainer(model, data.tasks, balancer, data.train, data.val, epochs=1, batch_size=32, progress=False)
     record = trainer.fit().history[0]
     assert 0 < record["unlabelled_batches"]["sum"] < 6 and record["steps"] == 6
+
+
+def test_compute_losses_gives_none_for_an_unlabelled_task_when_asked():
+    data = pt.data.create("multidigits", n_train=64, n_val=16, n_test=16)
+    model = pt.models.create("hps_mlp", tasks=data.tasks, input_shape=data.input_shape)
+    x, targets = data.train.inputs[:8], {k: v[:8].clone() for k, v in data.train.targets.items()}
+    targets["sum"][:] = float("nan")
+    zero = pt.compute_losses(data.tasks, model(x), targets)
+    assert zero["sum"].item() == 0 and zero["sum"].requires_grad
+    absent = pt.compute_losses(data.tasks, model(x), targets, none_if_unlabelled=True)
+    assert absent["sum"] is None and absent["left"].item() == pytest.approx(zero["left"].item())
+    balancer = pt.balancing.create("mgda", tasks=[t.name for t in data.tasks])
+    w = balancer.backward(absent, shared_params=model.shared_parameters())
+    assert w[2] == 0 and w.sum().item() == pytest.approx(1.0)

@@ -199,14 +199,19 @@ def compute_losses(
     outputs: Mapping[str, torch.Tensor],
     targets: Mapping[str, torch.Tensor],
     complete: Collection[str] = (),
-) -> dict[str, torch.Tensor]:
+    none_if_unlabelled: bool = False,
+) -> dict[str, torch.Tensor | None]:
     """{task: loss} for one batch; masks are read from ``targets[task + '_mask']`` when present.
 
     ``complete``: tasks known to have no missing target in any batch (:func:`complete_tasks` of the split);
-    their per-batch missing-value check is skipped."""
+    their per-batch missing-value check is skipped. A task without a labelled sample in the batch has loss
+    0 (still in the graph), or None with ``none_if_unlabelled``: what a balancer takes as an absent task."""
     check_outputs(tasks, outputs, targets)
+    absent = set(unlabelled_tasks(tasks, targets, complete)) if none_if_unlabelled else set()
     return {
-        t.name: t.compute_loss(outputs[t.name], targets[t.name], targets.get(t.name + "_mask"), t.name in complete)
+        t.name: None
+        if t.name in absent
+        else t.compute_loss(outputs[t.name], targets[t.name], targets.get(t.name + "_mask"), t.name in complete)
         for t in tasks
     }
 
