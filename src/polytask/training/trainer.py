@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from polytask.balancing.base import Balancer
 from polytask.balancing.jacobian import all_reduce_mean, average_gradients
 from polytask.data.base import BatchLoader, Split
-from polytask.errors import EmptyShareError, NonFiniteLossError, NoTaskPresentError, PolytaskError
+from polytask.errors import NonFiniteLossError, NoTaskPresentError, PolytaskError
 from polytask.metrics.delta import relative_gains
 from polytask.models.base import MultiTaskModel, count_parameters
 from polytask.tasks import Task, add_intermediate_losses, complete_tasks, compute_losses, unlabelled_tasks
@@ -166,7 +166,6 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.writes = self.out_dir is not None and self.rank == 0  # one process writes logs and checkpoints
         self.logger = EpochLogger(self.out_dir) if self.writes else None
-        self._warned_empty_share = False
         self.shared_params = list(model.shared_parameters())
         self.task_params = model.task_parameter_groups()
         self.directions = {t.name: t.directions for t in self.primary}
@@ -303,7 +302,7 @@ class Trainer:
         kpi_sum, kpi_n = [0.0] * len(names), [0] * len(names)
         unlabelled: dict[str, int] = {}  # batches in which a task had no labelled sample
         check_labels = len(self.complete) < len(self.tasks)
-        steps = skipped = no_labels = empty_shares = full_batches = everywhere = 0
+        steps = skipped = no_labels = full_batches = everywhere = 0
         model.train()
         start = time.perf_counter()
         bar = tqdm(
@@ -320,13 +319,18 @@ class Trainer:
             losses = self._training_losses(outputs, targets)
             stacked = torch.stack([losses[n] for n in names])  # task order checked by compute_losses
             absent = unlabelled_tasks(self.tasks, targets, self.complete) if check_labels else []  # here
-            given = {n: None if n in absent else losses[n] for n in names} if absent else stacked
-            if self.world > 1 and self._nonfinite_anywhere(stacked):  # every process skips or raises alike
-                if self.on_nonfinite == "skip":
-                    skipped += 1
-                    continue
-                bad = [n for n, ok in zip(names, torch.isfinite(stacked.detach()).tolist()) if not ok]
-                raise NonFiniteLossError(bad or ["(in another process)"], f"epoch {epoch + 1}, step {step + 1}")
+            nowhere = absent  # tasks without a label in any process: None to the balancer
+            if self.world > 1:  # every process skips or raises alike, and agrees on the absent tasks
+                nonfinite, nowhere = self._agree_on_batch(stacked, absent, names)
+                if nonfinite:
+                    if self.on_nonfinite == "skip":
+                        skipped += 1
+                        continue
+                    bad = [n for n, ok in zip(names, torch.isfinite(stacked.detach()).tolist()) if not ok]
+                    raise NonFiniteLossError(bad or ["(in another process)"], f"epoch {epoch + 1}, step {step + 1}")
+            # a task labelled in another process only keeps its zero loss here, still in the graph: this
+            # process then joins the per-task backward with a zero share of that task's gradient
+            given = {n: None if n in nowhere else losses[n] for n in names} if nowhere else stacked
             opt.zero_grad(set_to_none=True)
             regularization = model.regularization() if hasattr(model, "regularization") else None
             if regularization is not None:  # the architecture's own penalty, outside task balancing
@@ -345,10 +349,6 @@ class Trainer:
                 for name in names:
                     unlabelled[name] = unlabelled.get(name, 0) + 1
                 continue
-            except EmptyShareError as exc:  # raised in every process alike: all skip the batch
-                empty_shares += 1
-                self._warn_empty_share(exc, epoch)
-                continue
             except NonFiniteLossError as exc:
                 if self.on_nonfinite == "skip":
                     skipped += 1
@@ -360,7 +360,7 @@ class Trainer:
             if balancer.needs_post_step_losses:
                 with torch.no_grad(), autocast:
                     new = self._training_losses(model(x), targets)
-                    balancer.post_step({n: None if n in absent else new[n] for n in names})
+                    balancer.post_step({n: None if n in nowhere else new[n] for n in names})
             if absent:
                 present = torch.ones(len(names), device=self.device)
                 present[[names.index(n) for n in absent]] = 0.0
@@ -395,8 +395,8 @@ class Trainer:
             kpi_sum, kpi_n = counts[0].tolist(), [int(c) for c in counts[1].tolist()]
         if steps == 0:
             raise PolytaskError(
-                f"epoch {epoch + 1}: no batch could be trained ({no_labels} without any label, {empty_shares} with a "
-                f"process's share without any, {skipped} skipped as non-finite)"
+                f"epoch {epoch + 1}: no batch could be trained ({no_labels} without any label, {skipped} skipped as "
+                "non-finite)"
             )
         # epoch means over the batches in which each task had labels (NaN: none this epoch)
         train_loss = dict(zip(names, (loss_sum / labelled).tolist()))
@@ -427,8 +427,6 @@ class Trainer:
         }
         if balancer.needs_kpis:
             record["kpis"] = kpis
-        if self.world > 1:  # every epoch (the CSV log's columns)
-            record["empty_share_batches"] = empty_shares
         if check_labels:  # the same keys every epoch (the CSV log's columns)
             record["unlabelled_batches"] = {
                 t.name: unlabelled.get(t.name, 0) for t in self.tasks if t.name not in self.complete
@@ -466,26 +464,21 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------------------------ several processes
-    def _nonfinite_anywhere(self, stacked: torch.Tensor) -> bool:
-        flag = torch.tensor([0.0 if bool(torch.isfinite(stacked.detach()).all()) else 1.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def _agree_on_batch(self, stacked: torch.Tensor, absent: list[str], names: list[str]) -> tuple[bool, list[str]]:
+        """One all-reduce: whether any process has a non-finite loss, and the tasks no process has a
+        labelled sample of."""
+        flags = torch.zeros(1 + len(names), device=self.device)
+        flags[0] = 0.0 if bool(torch.isfinite(stacked.detach()).all()) else 1.0
+        for k, name in enumerate(names):
+            flags[1 + k] = 0.0 if name in absent else 1.0
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        values = flags.tolist()
+        return values[0] > 0, [n for n, labelled in zip(names, values[1:]) if labelled == 0.0]
 
     def _average_gradients(self) -> None:
         """The mean over processes of every gradient (what DDP does), for balancers whose backward is
         one ordinary backward of this process's losses (loss weightings, GradNorm)."""
         average_gradients([p for g in self.optimizer.param_groups for p in g["params"]])
-
-    def _warn_empty_share(self, exc: EmptyShareError, epoch: int) -> None:
-        """Once per Trainer, on process 0: batches skipped because a process's share had no label."""
-        if self._warned_empty_share or self.rank != 0:
-            return
-        self._warned_empty_share = True
-        warnings.warn(
-            f"epoch {epoch + 1}: batch skipped: {exc} (counted per epoch as 'empty_share_batches' in the log)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
     def _agreed(self, result: EvalResult) -> EvalResult:
         """Process 0's evaluation, on every process: model selection and early stopping then agree."""
