@@ -467,10 +467,9 @@ class Trainer:
     def _agree_on_batch(self, stacked: torch.Tensor, absent: list[str], names: list[str]) -> tuple[bool, list[str]]:
         """One all-reduce: whether any process has a non-finite loss, and the tasks no process has a
         labelled sample of."""
-        flags = torch.zeros(1 + len(names), device=self.device)
-        flags[0] = 0.0 if bool(torch.isfinite(stacked.detach()).all()) else 1.0
-        for k, name in enumerate(names):
-            flags[1 + k] = 0.0 if name in absent else 1.0
+        finite = bool(torch.isfinite(stacked.detach()).all())
+        labelled = [0.0 if name in absent else 1.0 for name in names]
+        flags = torch.tensor([0.0 if finite else 1.0, *labelled], device=self.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         values = flags.tolist()
         return values[0] > 0, [n for n, labelled in zip(names, values[1:]) if labelled == 0.0]
