@@ -223,8 +223,14 @@ class Balancer(nn.Module):
         if self.present is None:
             return fn(*vectors)
         index = torch.as_tensor(self.present_rows(), device=vectors[0].device)
-        out = torch.zeros_like(vectors[0])
-        out[index] = fn(*(v[index] for v in vectors))
+        return self.all_tasks(fn(*(v[index] for v in vectors)))
+
+    def all_tasks(self, values: torch.Tensor) -> torch.Tensor:
+        """A (K_p,) vector over the present tasks as a (K,) one, 0 for the absent tasks."""
+        if self.present is None:
+            return values
+        out = values.new_zeros(self.num_tasks)
+        out[torch.as_tensor(self.present_rows(), device=values.device)] = values
         return out
 
     def loss_floor(self) -> torch.Tensor | None:

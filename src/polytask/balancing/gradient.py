@@ -194,14 +194,6 @@ class GradientBalancer(Balancer):
             jac.accumulate(heads, jac.combine(head_grads, head_w))
         return self._record(self.all_tasks(w))
 
-    def all_tasks(self, values: torch.Tensor) -> torch.Tensor:
-        """A (K_p,) vector over the present tasks as a (K,) one, 0 for the absent tasks."""
-        if self.present is None:
-            return values
-        out = values.new_zeros(self.num_tasks)
-        out[torch.as_tensor(self.present_rows(), device=values.device)] = values
-        return out
-
     def finalize_shared(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
         """Last change to the shared parameters' update (e.g. Nash-MTL's norm clipping); default: none."""
         return update
@@ -755,8 +747,7 @@ class GradNorm(Balancer):
         ratio = global_losses.to(w) / torch.tensor(initial, dtype=w.dtype, device=w.device).clamp_min(1e-12)
         # on the present tasks: G_k = w_k ‖∇_W L_k‖, their mean Ḡ and their mean loss ratio
         index = torch.as_tensor(rows, device=w.device)
-        grad_w = torch.zeros_like(w)
-        grad_w[index] = self._weight_gradient(w[index], norms, ratio[index])
+        grad_w = self.all_tasks(self._weight_gradient(w[index], norms, ratio[index]))
         self.loss_weights.grad = grad_w if self.loss_weights.grad is None else self.loss_weights.grad + grad_w
         torch.dot(w.to(stacked.dtype), stacked).backward()  # under DDP, the wrapper averages these
         return self._record(w)
