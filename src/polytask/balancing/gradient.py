@@ -82,6 +82,8 @@ class GradientBalancer(Balancer):
         self._auto = jac.AutoEngine()  # what engine='auto' learned about this model
         self.scale_heads = bool(scale_heads)
         self._checked_coverage = False
+        # G's relative rounding level in this step (jacobian.noise_level): what gram_weights treats as zero
+        self.noise = gw.FLOAT64_NOISE
 
     def incompatibility(self, shared_params: Params, has_representation: bool | None) -> str | None:
         shared_params = list(shared_params)
@@ -103,6 +105,7 @@ class GradientBalancer(Balancer):
         """Per-target update Jᵀw, the weights w on the shared gradients, and the weights for the heads; J,
         the losses and the weights are over the present tasks (:meth:`present_rows`)."""
         G = self.global_gramian(jacobian).cpu().numpy()
+        self.noise = jacobian.gram_noise()
         w_np = self.gram_weights(G, losses.detach().double().cpu().numpy(), np.asarray(self.present_rows()))
         if not np.all(np.isfinite(w_np)):
             raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")
@@ -189,14 +192,17 @@ class GradientBalancer(Balancer):
             update = [torch.zeros_like(p) if g is None else g for g, p in zip(enc, encoder)]
             jac.all_reduce_mean(update)
             targets = encoder
-        jac.accumulate(targets, self.finalize_shared(update))
+        update, shared_scale = self.finalize_shared(update)
+        jac.accumulate(targets, update)
         if heads:
             jac.accumulate(heads, jac.combine(head_grads, head_w))
-        return self._record(self.all_tasks(w))
+        # the weights of the update actually applied to the shared parameters: d = Σ_k w_k g_k
+        return self._record(self.all_tasks(w if shared_scale == 1.0 else w * shared_scale))
 
-    def finalize_shared(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Last change to the shared parameters' update (e.g. Nash-MTL's norm clipping); default: none."""
-        return update
+    def finalize_shared(self, update: list[torch.Tensor]) -> tuple[list[torch.Tensor], float]:
+        """Last change to the shared parameters' update (e.g. Nash-MTL's norm clipping) and the factor it
+        scaled d by (the returned weights are scaled alike); default: none, 1."""
+        return update, 1.0
 
     def _heads(
         self,
@@ -358,7 +364,7 @@ class CAGrad(GradientBalancer):
         self.c, self.rescale = float(c), int(rescale)
 
     def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return gw.cagrad_weights(G, self.c, self.rescale)
+        return gw.cagrad_weights(G, self.c, self.rescale, self.noise)
 
 
 @register("nash_mtl")
@@ -366,9 +372,12 @@ class NashMTL(GradientBalancer):
     """Nash-MTL (Navon et al. 2022): weights w > 0 with G w = 1/w (Nash bargaining), d = Jᵀw, ‖d‖
     clipped to ``max_norm`` (1.0 as in the reference; 0 disables). ``update_every`` n: recompute w every
     n steps and reuse it in between (one ordinary backward). When the bargaining problem has no solution
-    ``on_failure='raise'`` raises :class:`SolverError`; ``'keep'`` reuses the previous weights and warns
-    (``failures`` counts it) — never a silent fallback. G is not normalised (the reference code divides G
-    by its norm, which rescales w); the solution is exact for G."""
+    (0 in the convex hull of the task gradients) ``on_failure='raise'`` raises :class:`SolverError`;
+    ``'keep'`` reuses the previous weights, or where none were solved yet for these tasks the reference
+    code's initial weights α = 1, and warns (``failures`` counts it) — never a silent fallback. The
+    returned weights are those of the clipped d (the heads get the unclipped w, as in the reference).
+    G is not normalised (the reference code divides G by its norm, which rescales w); the solution is
+    exact for G."""
 
     name = "nash_mtl"
 
@@ -406,28 +415,32 @@ class NashMTL(GradientBalancer):
             try:
                 w = gw.nash_mtl_weights(G)
             except SolverError:
-                if self.on_failure == "raise" or not reusable:
+                if self.on_failure == "raise":
                     raise
                 self.failures += 1
+                # no weights solved yet for these tasks: the reference's initial weights, α = 1
+                w = self._weights[rows] if reusable else np.ones(len(rows))
+                what = "the previous weights" if reusable else "the initial weights 1 (none solved yet)"
                 warnings.warn(
-                    f"nash_mtl: bargaining problem unsolvable at step {self.steps}; reusing the previous weights "
+                    f"nash_mtl: bargaining problem unsolvable at step {self.steps}; using {what} "
                     f"({self.failures} time(s) so far)",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-                w = self._weights[rows]
         self._weights = np.zeros(self.num_tasks)
         self._weights[rows] = w
         self.steps += 1
         return w
 
-    def finalize_shared(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
+    def finalize_shared(self, update: list[torch.Tensor]) -> tuple[list[torch.Tensor], float]:
         if self.max_norm > 0:
-            norm = _global_norm(update)
+            norm = float(_global_norm(update))
             if norm > self.max_norm:
+                factor = self.max_norm / norm
                 for u in update:  # fresh tensors from combine(): scaled in place
-                    u.mul_((self.max_norm / norm).to(u.dtype))
-        return update
+                    u.mul_(factor)
+                return update, factor
+        return update, 1.0
 
     def get_extra_state(self) -> Any:
         weights = None if self._weights is None else [float(v) for v in self._weights]
@@ -461,7 +474,7 @@ class IMTLG(GradientBalancer):
         super().__init__(tasks, rep_grad, engine, factored=factored)
 
     def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return gw.imtl_g_weights(G)
+        return gw.imtl_g_weights(G, self.noise)
 
 
 @register("imtl")
@@ -492,7 +505,7 @@ class IMTL(GradientBalancer):
         return update, w * scale, heads * scale
 
     def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return gw.imtl_g_weights(G)
+        return gw.imtl_g_weights(G, self.noise)
 
 
 @register("aligned_mtl")
@@ -519,7 +532,7 @@ class AlignedMTL(GradientBalancer):
         self.pref = _preference(pref, self.num_tasks, self.name)
 
     def gram_weights(self, G: np.ndarray, losses: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return gw.aligned_mtl_weights(G, _subset(self.pref, rows), self.scale)
+        return gw.aligned_mtl_weights(G, _subset(self.pref, rows), self.scale, self.noise)
 
 
 @register("upgrad")
@@ -664,6 +677,7 @@ class GradDrop(GradientBalancer):
 
     def aggregate(self, jacobian, losses):
         g = jacobian.rows[0]
+        jac.check_finite([g])  # a NaN would pass the sign masks silently
         if g.dim() < 2 and self.batch_sum:
             raise PolytaskError("graddrop: the representation needs a batch dimension")
         shape = (1, *g.shape[2:]) if self.batch_sum else tuple(g.shape[1:])

@@ -10,6 +10,7 @@ outputs are float64 NumPy arrays.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,10 @@ from polytask.balancing import small, solvers
 from polytask.errors import PolytaskError, SolverError
 
 MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+
+#: relative rounding level of a Gram matrix formed in float64 from short rows (see
+#: :func:`polytask.balancing.jacobian.noise_level`); the balancers pass the level of the step's own G
+FLOAT64_NOISE = 8 * float(np.finfo(np.float64).eps)
 
 
 def mgda_normalizers(G: np.ndarray, losses: np.ndarray, normalization: str = "none") -> np.ndarray:
@@ -42,8 +47,29 @@ def mgda_weights(G: np.ndarray, normalizers: np.ndarray | None = None, solver: s
     if solver == "frank_wolfe":
         return solvers.min_norm_frank_wolfe(Gn)
     if solver == "active_set":
-        return solvers.box_qp(Gn, np.zeros(G.shape[0]), simplex=True)
+        return min_norm_weights(Gn)
     raise PolytaskError(f"mgda: solver must be 'frank_wolfe' or 'active_set', got {solver!r}")
+
+
+def min_norm_weights(G: np.ndarray) -> np.ndarray:
+    """w = argmin_{w ∈ Δ} wᵀGw exactly, whatever the spread of the task gradients' norms.
+
+    Solved on the equilibrated problem: with w_k = y_k n_min/‖g_k‖ it is min yᵀCy over y ≥ 0,
+    Σ_k (n_min/‖g_k‖) y_k = 1 (C the cosine matrix), whose entries and optimality tolerances are all of
+    order one: the KKT conditions g_kᵀd ≥ ‖d‖² then hold relative to each task's own norm, so a task
+    1e7 times smaller than another is not in conflict with d. A task with a zero gradient makes d = 0."""
+    K = G.shape[0]
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    if K == 1:
+        return np.ones(1)
+    if not (norms > 0).all():
+        w = np.zeros(K)
+        w[int(np.argmin(norms))] = 1.0
+        return w
+    C = G / np.outer(norms, norms)
+    a = norms.min() / norms
+    w = solvers.box_qp(C, np.zeros(K), simplex=True, a=a) * a
+    return w / w.sum()
 
 
 def pcgrad_weights(G: np.ndarray, orders: Sequence[Sequence[int]]) -> np.ndarray:
@@ -62,21 +88,66 @@ def pcgrad_weights(G: np.ndarray, orders: Sequence[Sequence[int]]) -> np.ndarray
     return C.sum(axis=0)
 
 
-def cagrad_weights(G: np.ndarray, c: float = 0.4, rescale: int = 1) -> np.ndarray:
-    """CAGrad (Liu et al. 2021): w = argmin_{w ∈ Δ} g_wᵀg_0 + √φ ‖g_w‖, φ = c²‖g_0‖², g_0 the mean
-    gradient; d = g_0 + (√φ/‖g_w‖) g_w, divided by 1 + c² (``rescale`` = 1, the paper's), 1 + c (2) or
-    not (0). Returned as the effective weights on the g_k."""
+def cagrad_weights(G: np.ndarray, c: float = 0.4, rescale: int = 1, noise: float = FLOAT64_NOISE) -> np.ndarray:
+    """CAGrad (Liu et al. 2021): d = argmax_d min_k g_kᵀd subject to ‖d − g_0‖ ≤ c‖g_0‖ (g_0 the mean
+    gradient), divided by 1 + c² (``rescale`` = 1, the paper's), 1 + c (2) or not (0). Returned as the
+    effective weights on the g_k (d = Jᵀw).
+
+    Through the dual w = argmin_{w ∈ Δ} g_wᵀg_0 + c‖g_0‖ ‖g_w‖: d = g_0 + (c‖g_0‖/‖g_w‖) g_w. Where the
+    dual's minimiser has g_w = 0 (0 in the convex hull of the task gradients and no direction of the hull
+    within angle arccos(−c) of −g_0; always so for c ≥ 1 when 0 is in the hull) that formula divides by
+    zero, and the primal's maximum min_k g_kᵀd = 0 is reached by a set of d: the one returned is the
+    closest to g_0, its projection onto the cone {d : J d ≥ 0}, d = g_0 + Jᵀv with
+    v = argmin_{v ≥ 0} ‖g_0 + Jᵀv‖². ``noise`` (G's relative rounding level) says where ‖g_w‖ is zero."""
     K = G.shape[0]
     if rescale not in (0, 1, 2):
         raise PolytaskError(f"cagrad: rescale must be 0, 1 or 2, got {rescale}")
-    g0_sq = float(G.sum()) / K**2
-    if g0_sq <= 0:
-        return np.full(K, 1.0 / K)
-    w = solvers.cagrad_dual(G, c)
-    gw_norm = np.sqrt(max(float(w @ G @ w), 0.0))
-    lam = c * np.sqrt(g0_sq) / gw_norm if gw_norm > 1e-15 * np.sqrt(g0_sq) else 0.0
-    eff = np.full(K, 1.0 / K) + lam * w
-    return eff / {0: 1.0, 1: 1.0 + c**2, 2: 1.0 + c}[rescale]
+    divisor = {0: 1.0, 1: 1.0 + c**2, 2: 1.0 + c}[rescale]
+    uniform = np.full(K, 1.0 / K)
+    scale = float(np.trace(G)) / K
+    if not scale > 0:  # every gradient is zero
+        return uniform / divisor
+    A = G / scale  # the weights are invariant to scaling G
+    largest = float(np.diag(A).max())
+    g0_sq = float(A.mean())
+    if g0_sq <= noise * largest or c == 0:  # g_0 = 0 (to rounding) or c = 0: the ball is the point g_0
+        return uniform / divisor
+    w = solvers.cagrad_dual(A, c, smoothing=noise * largest)
+    gw_sq = float(w @ A @ w)
+    if not _cagrad_at_kink(A, w, gw_sq, c * np.sqrt(g0_sq), noise * largest):
+        return (uniform + c * np.sqrt(g0_sq / gw_sq) * w) / divisor
+    return (uniform + dual_cone_offsets(A, A.mean(axis=1))) / divisor
+
+
+def _cagrad_at_kink(A: np.ndarray, w: np.ndarray, gw_sq: float, s: float, rounding: float) -> bool:
+    """Whether CAGrad's dual minimum lies at g_w = 0 (value 0): ‖g_w‖ is at G's rounding level, or the
+    objective at w is 0 to the solver's accuracy and 0 is in the convex hull (the exact min-norm point
+    is at the rounding level). A clearly negative value means a direction of the hull within
+    arccos(−c) of −g_0 (w is then far from the kink); a clearly positive one, that 0 is not in the hull.
+    At value 0 with g_w ≠ 0 (c = 1, g_w ∝ −g_0) the minimiser is not unique and the formula's d is
+    ill-conditioned; the kink's d is then a maximiser of the primal too."""
+    if gw_sq <= 16 * rounding:
+        return True
+    value = float(w @ A.mean(axis=1)) + s * np.sqrt(gw_sq)
+    if abs(value) > 1e-6 * s * np.sqrt(gw_sq):
+        return False
+    m = min_norm_weights(A)
+    return float(m @ A @ m) <= 16 * rounding
+
+
+def dual_cone_offsets(G: np.ndarray, Jg: np.ndarray) -> np.ndarray:
+    """v = argmin_{v ≥ 0} ‖g + Jᵀv‖² given G = JJᵀ and Jg: g + Jᵀv is the projection of g onto the cone
+    {d : J d ≥ 0}. Solved on the cosine matrix (y = N v, N = diag ‖g_k‖), so that tasks of very different
+    scales are all respected; a task with a zero gradient gets 0."""
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    active = norms > 0
+    v = np.zeros(G.shape[0])
+    if not active.any():
+        return v
+    n = norms[active]
+    C = G[np.ix_(active, active)] / np.outer(n, n)
+    v[active] = solvers.box_qp(C, Jg[active] / n) / n
+    return v
 
 
 def nash_mtl_weights(G: np.ndarray) -> np.ndarray:
@@ -106,39 +177,46 @@ def nash_mtl_weights(G: np.ndarray) -> np.ndarray:
     return w
 
 
-def imtl_g_weights(G: np.ndarray) -> np.ndarray:
+def imtl_g_weights(G: np.ndarray, noise: float = FLOAT64_NOISE) -> np.ndarray:
     """IMTL-G (Liu et al. 2021): Σ w_k = 1 and d = Σ w_k g_k has equal projections d·u_k on every unit
     task gradient u_k = g_k/‖g_k‖.
 
     The paper's closed form w_{2..K} = g_1 Uᵀ (D Uᵀ)⁻¹ (D, U: differences of gradients and of unit
     gradients) is solved here in the equivalent, better conditioned form: writing d = Σ a_k u_k
     (a_k = w_k ‖g_k‖), equal projections mean C a = c 1 with C the cosine matrix, so a ∝ C⁻¹1 and
-    w_k = (C⁻¹1)_k/‖g_k‖ normalised to Σ w_k = 1 (least squares when C is singular). Tasks with a zero
-    gradient have no direction and get weight 0."""
+    w_k = (C⁻¹1)_k/‖g_k‖ normalised to Σ w_k = 1. Eigenvalues of C below its rounding level
+    (``noise`` · λ_max: tasks whose gradients the precision of G cannot tell apart, or that are linearly
+    dependent) are raised to that level instead of inverted as noise: nearly parallel tasks then get
+    equal a_k (the limit of the exact solution), and opposite or dependent ones the common projection
+    0, d = 0 with bounded weights. Tasks with a zero gradient have no direction and get weight 0. Where
+    no such d has weights summing to a non-zero value (a set of measure zero) the weights of the
+    point of the affine hull {Σ w = 1} closest to 0 are returned, with a warning."""
     K = G.shape[0]
-    cosines = _cosines_small(G) if K > 1 else None
-    if cosines is not None:  # K ≤ small.MAX_K, no zero gradient: solve C a = 1 on Python floats
-        C, norms = cosines
-        a = small.solve(C, [1.0] * K)
-        if a is not None:
-            raw = [x / n for x, n in zip(a, norms)]
-            total = sum(raw)
-            if math.isfinite(total) and abs(total) >= 1e-300:
-                return np.array([r / total for r in raw])
     norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
-    active = norms > 1e-150
+    active = norms > 0
     if active.sum() <= 1:
         return active.astype(np.float64) if active.any() else np.full(K, 1.0 / K)
     idx = np.flatnonzero(active)
     n = norms[idx]
     C = G[np.ix_(idx, idx)] / np.outer(n, n)
-    a = np.linalg.lstsq(C, np.ones(len(idx)), rcond=None)[0]
+    lam, V = np.linalg.eigh(C)
+    floor = noise * max(float(lam.max()), 1.0)
+    a = V @ ((V.T @ np.ones(len(idx))) / np.maximum(lam, floor))
     raw = a / n
     total = raw.sum()
-    if not np.isfinite(total) or abs(total) < 1e-300:
-        raise SolverError("IMTL-G: no update with equal projections and weights summing to 1 exists")
     w = np.zeros(K)
-    w[idx] = raw / total
+    if abs(total) > noise * np.abs(raw).sum():
+        w[idx] = raw / total
+        return w
+    warnings.warn(
+        "imtl_g: no update with equal projections has weights summing to 1 (their sum vanishes); using the "
+        "weights of the affine combination of the task gradients closest to 0",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    Gi = G[np.ix_(idx, idx)]
+    x = np.linalg.lstsq(Gi, np.ones(len(idx)), rcond=noise)[0]
+    w[idx] = x / x.sum() if abs(x.sum()) > 0 else np.full(len(idx), 1.0 / len(idx))
     return w
 
 
@@ -175,24 +253,27 @@ def gradvac_weights(
 ALIGNED_SCALES = ("min", "median", "rmse")
 
 
-def aligned_mtl_weights(G: np.ndarray, pref: np.ndarray | None = None, scale: str = "min") -> np.ndarray:
+def aligned_mtl_weights(
+    G: np.ndarray, pref: np.ndarray | None = None, scale: str = "min", noise: float = FLOAT64_NOISE
+) -> np.ndarray:
     """Aligned-MTL (Senushkin et al. 2023): G = V Λ Vᵀ, B = σ V Λ^{−1/2} Vᵀ over the non-zero eigenvalues,
     w = B u (u the preference vector, default 1/K). σ = √λ_min (``min``, the paper), √median λ
     (``median``) or √mean λ (``rmse``), the reference code's scale modes. The aligned Jacobian B J has
-    all non-zero singular values equal to σ. A zero G gives w = u."""
+    all non-zero singular values equal to σ. A zero G gives w = u. Eigenvalues below G's rounding level
+    (``noise`` · λ_max) count as zero: a rank-deficient J computed in float32 keeps its rank."""
     K = G.shape[0]
     u = np.full(K, 1.0 / K) if pref is None else np.asarray(pref, dtype=np.float64)
-    return aligned_mtl_transform(G, scale) @ u
+    return aligned_mtl_transform(G, scale, noise) @ u
 
 
-def aligned_mtl_transform(G: np.ndarray, scale: str = "min") -> np.ndarray:
-    """Aligned-MTL's balance matrix B = σ V Λ^{−1/2} Vᵀ (non-zero eigenpairs of G); the identity when
-    G = 0."""
+def aligned_mtl_transform(G: np.ndarray, scale: str = "min", noise: float = FLOAT64_NOISE) -> np.ndarray:
+    """Aligned-MTL's balance matrix B = σ V Λ^{−1/2} Vᵀ (eigenpairs of G above ``noise`` · λ_max); the
+    identity when G = 0."""
     if scale not in ALIGNED_SCALES:
         raise PolytaskError(f"aligned_mtl: scale must be one of {ALIGNED_SCALES}, got {scale!r}")
     K = G.shape[0]
     lam, V = np.linalg.eigh(G)
-    tol = max(float(lam.max()), 0.0) * K * np.finfo(np.float64).eps
+    tol = max(float(lam.max()), 0.0) * max(noise, K * float(np.finfo(np.float64).eps))
     keep = lam > tol
     if not keep.any():
         return np.eye(K)
@@ -287,10 +368,12 @@ __all__ = [
     "aligned_mtl_transform",
     "aligned_mtl_weights",
     "cagrad_weights",
+    "dual_cone_offsets",
     "gradvac_weights",
     "imtl_g_weights",
     "mgda_normalizers",
     "mgda_weights",
+    "min_norm_weights",
     "nash_mtl_weights",
     "pcgrad_weights",
     "upgrad_weights",

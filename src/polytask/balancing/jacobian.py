@@ -27,6 +27,7 @@ linear layers' blocks may be kept in factored form (their inputs and per-task ou
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -295,6 +296,13 @@ def gramian(grads: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> 
     return G
 
 
+def noise_level(eps: float, columns: int) -> float:
+    """Relative rounding level of a Gram matrix formed in a precision with machine epsilon ``eps`` from
+    rows of ``columns`` entries: eps · max(8, √columns) (a sum of P rounded products errs by about
+    eps √P of the product of the rows' norms)."""
+    return float(eps) * max(8.0, math.sqrt(max(columns, 1)))
+
+
 def flatten(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     """The (K, P) Jacobian as one matrix (for methods that work on its entries)."""
     K = grads[0].shape[0]
@@ -322,6 +330,18 @@ def accumulate(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) ->
             p.grad = g if fresh else g.to(p.dtype).reshape(p.shape).clone()
         else:
             p.grad.add_(g)
+
+
+NON_FINITE_GRADIENTS = (
+    "the per-task gradients hold NaN or inf although the losses are finite: check the model's parameters "
+    "and the inputs of this batch"
+)
+
+
+def check_finite(grads: Sequence[torch.Tensor]) -> None:
+    """Raise :class:`NonFiniteGradientError` when a per-task gradient holds NaN or inf."""
+    if not all(bool(torch.isfinite(g).all()) for g in grads):
+        raise NonFiniteGradientError(NON_FINITE_GRADIENTS)
 
 
 class TaskJacobian:
@@ -360,14 +380,23 @@ class TaskJacobian:
         if not torch.isfinite(G).all():
             G = self._gramian(torch.float64)
             if not torch.isfinite(G).all():
-                raise NonFiniteGradientError(
-                    "the per-task gradients hold NaN or inf (their Gram matrix is not finite although the "
-                    "losses are): check the model's parameters and the inputs of this batch"
-                )
+                raise NonFiniteGradientError(NON_FINITE_GRADIENTS)
         if self.row_scale is not None:
             s = self.row_scale.to(G)
             G = G * torch.outer(s, s)
         return G
+
+    def gram_noise(self) -> float:
+        """The relative rounding level of :meth:`gramian`'s entries (|δG_kl| ≲ noise ‖g_k‖ ‖g_l‖): the machine
+        epsilon of the lowest precision the per-task gradients (or a factored layer's inputs and output
+        gradients) were computed in, times √P for the P-term dot products (at least 8). Gradient methods
+        treat what lies below it (a near-zero eigenvalue, a near-zero combination) as zero."""
+        dtypes = [g.dtype for g in self.dense_blocks()]
+        for block, _ in self.factored:
+            dtypes += [block.inputs.dtype, block.deltas.dtype]
+        eps = max(torch.finfo(d).eps for d in dtypes) if dtypes else float(torch.finfo(torch.float64).eps)
+        columns = sum(t.numel() for t in self.targets)
+        return noise_level(eps, columns)
 
     def _gramian(self, dtype: torch.dtype | None) -> torch.Tensor:
         blocks = self.dense_blocks()

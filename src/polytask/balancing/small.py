@@ -53,10 +53,14 @@ def dot(x: list[float], y: list[float]) -> float:
     return sum(a * b for a, b in zip(x, y))
 
 
-def box_qp(Q: Matrix, q: list[float], simplex: bool, tol: float, max_iter: int) -> list[float] | None:
-    """:func:`polytask.balancing.solvers.box_qp` (min ½xᵀQx + qᵀx, x ≥ 0, optionally Σx = 1) on lists;
-    None where that one would solve a singular system by least squares, or not converge."""
+def box_qp(
+    Q: Matrix, q: list[float], simplex: bool, tol: float, max_iter: int, a: list[float] | None = None
+) -> list[float] | None:
+    """:func:`polytask.balancing.solvers.box_qp` (min ½xᵀQx + qᵀx, x ≥ 0, optionally aᵀx = 1 with a > 0,
+    default a = 1) on lists; None where that one would solve a singular system by least squares, or not
+    converge."""
     K = len(q)
+    a = [1.0] * K if a is None else a
     scale = max(sum(Q[i][i] for i in range(K)) / K, 1e-300)
     Qs = [[v / scale for v in row] for row in Q]
     qs = [v / scale for v in q]
@@ -66,22 +70,22 @@ def box_qp(Q: Matrix, q: list[float], simplex: bool, tol: float, max_iter: int) 
 
     x, free = [0.0] * K, []
     if simplex:
-        start = min(range(K), key=lambda i: Qs[i][i] / 2 + qs[i])
-        x[start] = 1.0
+        start = min(range(K), key=lambda i: Qs[i][i] / (2 * a[i] ** 2) + qs[i] / a[i])
+        x[start] = 1.0 / a[start]
         free = [start]
     value = objective(x)
     for _ in range(max_iter):
         grad = [g + c for g, c in zip(matvec(Qs, x), qs)]
-        if simplex and free:
-            mu = -sum(grad[i] for i in free) / len(free)
-            grad = [g + mu for g in grad]
+        if simplex and free:  # multiplier of aᵀx = 1 from the free set (least squares)
+            mu = sum(grad[i] * a[i] for i in free) / sum(a[i] ** 2 for i in free)
+            grad = [g - mu * ai for g, ai in zip(grad, a)]
         threshold = -tol * (1 + max(abs(g) for g in grad))
         candidates = [i for i in range(K) if i not in free and grad[i] < threshold]
         if not candidates:
             return [max(v, 0.0) for v in x]
         free.append(min(candidates, key=lambda i: grad[i]))
         while True:
-            z = _solve_on_free(Qs, qs, free, simplex, K)
+            z = _solve_on_free(Qs, qs, free, simplex, K, a)
             if z is None:
                 return None
             zf = [z[i] for i in free]
@@ -107,12 +111,13 @@ def box_qp(Q: Matrix, q: list[float], simplex: bool, tol: float, max_iter: int) 
     return None
 
 
-def _solve_on_free(Q: Matrix, q: list[float], free: list[int], simplex: bool, K: int) -> list[float] | None:
-    n = len(free)
+def _solve_on_free(
+    Q: Matrix, q: list[float], free: list[int], simplex: bool, K: int, a: list[float]
+) -> list[float] | None:
     A = [[Q[i][j] for j in free] for i in free]
     b = [-q[i] for i in free]
     if simplex:
-        A = [[*row, 1.0] for row in A] + [[*([1.0] * n), 0.0]]
+        A = [[*row, a[i]] for row, i in zip(A, free)] + [[*(a[i] for i in free), 0.0]]
         b.append(1.0)
     sol = solve(A, b)
     if sol is None:

@@ -8,7 +8,8 @@ All routines work in float64 NumPy (K is small; the cost is Python overhead, not
 - :func:`box_qp` — exact active-set solver (Lawson–Hanson style) for min ½xᵀQx + qᵀx, x ≥ 0, optionally
   with Σx = 1; used for exact MGDA and for UPGrad's dual-cone projections.
 - :func:`nash_bargaining` — w > 0 with G w = 1/w (Nash-MTL) by damped Newton on ½wᵀGw − Σ log w.
-- :func:`cagrad_dual` — CAGrad's dual min_{w ∈ Δ} wᵀG1/K + √φ √(wᵀGw) by SLSQP, as the reference code.
+- :func:`cagrad_dual` — CAGrad's dual min_{w ∈ Δ} wᵀG1/K + √φ √(wᵀGw): active-set Newton, SLSQP (the reference
+  code's solver) near the kink.
 """
 
 from __future__ import annotations
@@ -60,29 +61,41 @@ def min_norm_frank_wolfe(G: np.ndarray, max_iter: int = 250, tol: float = 1e-5) 
     return w
 
 
-def box_qp(Q: np.ndarray, q: np.ndarray, simplex: bool = False, tol: float = 1e-10, max_iter: int = 200) -> np.ndarray:
-    """Exact solution of min ½xᵀQx + qᵀx subject to x ≥ 0 (and Σx = 1 when ``simplex``), Q symmetric PSD.
+def box_qp(
+    Q: np.ndarray,
+    q: np.ndarray,
+    simplex: bool = False,
+    tol: float = 1e-10,
+    max_iter: int = 200,
+    a: np.ndarray | None = None,
+) -> np.ndarray:
+    """Exact solution of min ½xᵀQx + qᵀx subject to x ≥ 0 (and aᵀx = 1 when ``simplex``; a > 0, default
+    1: Σx = 1), Q symmetric PSD.
 
     Primal active-set method (Lawson & Hanson 1974 generalised to a quadratic objective): grow the free
     set by the most violated KKT condition, solve the equality-constrained problem on it, and step back
     to feasibility when a free variable would turn negative. Finite termination; singular Q is handled by
     least squares on the free set. For K ≤ 8 the same steps run on Python floats
     (:func:`polytask.balancing.small.box_qp`) unless a singular system needs the least-squares path."""
+    a = np.ones(Q.shape[0]) if a is None else np.asarray(a, dtype=np.float64)
     if Q.shape[0] <= small.MAX_K:
-        fast = small.box_qp(Q.tolist(), q.tolist(), simplex, tol, max_iter)
+        fast = small.box_qp(Q.tolist(), q.tolist(), simplex, tol, max_iter, a.tolist())
         if fast is not None:
             return np.array(fast)
-    return _box_qp_numpy(Q, q, simplex, tol, max_iter)
+    return _box_qp_numpy(Q, q, simplex, tol, max_iter, a)
 
 
-def _box_qp_numpy(Q: np.ndarray, q: np.ndarray, simplex: bool, tol: float, max_iter: int) -> np.ndarray:
+def _box_qp_numpy(
+    Q: np.ndarray, q: np.ndarray, simplex: bool, tol: float, max_iter: int, a: np.ndarray | None = None
+) -> np.ndarray:
     K = Q.shape[0]
+    a = np.ones(K) if a is None else a
     scale = max(float(np.trace(Q)) / K, 1e-300)
     Qs, qs = Q / scale, q / scale  # scale-free tolerances
     if simplex:
-        start = int(np.argmin(np.diag(Qs) / 2 + qs))
+        start = int(np.argmin(np.diag(Qs) / (2 * a**2) + qs / a))
         x = np.zeros(K)
-        x[start] = 1.0
+        x[start] = 1.0 / a[start]
         free = [start]
     else:
         x = np.zeros(K)
@@ -94,9 +107,9 @@ def _box_qp_numpy(Q: np.ndarray, q: np.ndarray, simplex: bool, tol: float, max_i
     value = objective(x)
     for _ in range(max_iter):
         grad = Qs @ x + qs
-        if simplex:  # multiplier of Σx = 1 from the free set
-            mu = -float(grad[free].mean()) if free else 0.0
-            reduced = grad + mu
+        if simplex:  # multiplier of aᵀx = 1 from the free set (least squares)
+            mu = float(grad[free] @ a[free] / (a[free] @ a[free])) if free else 0.0
+            reduced = grad - mu * a
         else:
             reduced = grad
         candidates = [i for i in range(K) if i not in free and reduced[i] < -tol * (1 + abs(reduced).max())]
@@ -104,7 +117,7 @@ def _box_qp_numpy(Q: np.ndarray, q: np.ndarray, simplex: bool, tol: float, max_i
             return np.maximum(x, 0.0)
         free.append(min(candidates, key=lambda i: reduced[i]))
         while True:
-            z = _solve_on_free(Qs, qs, free, simplex)
+            z = _solve_on_free(Qs, qs, free, simplex, a)
             zf = z[free]
             if np.all(zf > 0):
                 x = z
@@ -130,14 +143,14 @@ def _box_qp_numpy(Q: np.ndarray, q: np.ndarray, simplex: bool, tol: float, max_i
     raise SolverError(f"box_qp did not converge in {max_iter} iterations (K = {K})")
 
 
-def _solve_on_free(Q: np.ndarray, q: np.ndarray, free: list[int], simplex: bool) -> np.ndarray:
+def _solve_on_free(Q: np.ndarray, q: np.ndarray, free: list[int], simplex: bool, a: np.ndarray) -> np.ndarray:
     K = Q.shape[0]
     z = np.zeros(K)
     Qf = Q[np.ix_(free, free)]
     if simplex:
         n = len(free)
         kkt = np.zeros((n + 1, n + 1))
-        kkt[:n, :n], kkt[:n, n], kkt[n, :n] = Qf, 1.0, 1.0
+        kkt[:n, :n], kkt[:n, n], kkt[n, :n] = Qf, a[free], a[free]
         rhs = np.concatenate([-q[free], [1.0]])
         sol = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
         z[free] = sol[:n]
@@ -205,28 +218,31 @@ def _nash_numpy(A: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
     )
 
 
-def cagrad_dual(G: np.ndarray, c: float) -> np.ndarray:
-    """CAGrad's dual problem (Liu et al. 2021): w = argmin_{w ∈ Δ} wᵀ G 1/K + √φ ‖J ᵀw‖ with
-    φ = c² ‖g_0‖², ‖Jᵀw‖ = √(wᵀGw). For K ≤ 8 by :func:`polytask.balancing.small.cagrad_dual` (an exact
-    active-set Newton method: the same minimiser as SLSQP to its tolerance, never a worse objective in
-    the tests); otherwise, and where that one declines (a singular G, ‖Jᵀw‖ → 0 near the optimum), with
-    SciPy's SLSQP from the uniform point as the reference implementation does. A failure raises
-    :class:`SolverError`."""
+def cagrad_dual(A: np.ndarray, c: float, smoothing: float = 0.0) -> np.ndarray:
+    """CAGrad's dual problem (Liu et al. 2021): w = argmin_{w ∈ Δ} wᵀA1/K + √φ √(wᵀAw) with
+    φ = c² 1ᵀA1/K² (A = G, or G scaled: the minimiser does not change). For K ≤ 8 by
+    :func:`polytask.balancing.small.cagrad_dual` (an exact active-set Newton method); otherwise, and where
+    that one declines (a singular A, ‖Jᵀw‖ → 0 near the optimum, where the objective has its kink), by
+    SciPy's SLSQP from the uniform point with ‖Jᵀw‖ smoothed to √(wᵀAw + ``smoothing``) (``smoothing``:
+    A's rounding level, below which ‖Jᵀw‖ is not known anyway). Never raises on a finite A: SLSQP's last
+    iterate is taken when it stops early (the caller treats a ‖Jᵀw‖ at the rounding level as zero)."""
     from scipy.optimize import minimize
 
-    K = G.shape[0]
-    scale = max(float(np.trace(G)) / K, 1e-300)
-    A = G / scale  # the minimiser is invariant to scaling G
+    K = A.shape[0]
+    scale = max(float(np.trace(A)) / K, 1e-300)
+    A = A / scale  # the minimiser is invariant to scaling A; the solvers' tolerances are not
+    smoothing = smoothing / scale
     b = A.mean(axis=1)
     sqrt_phi = c * np.sqrt(max(float(A.mean()), 0.0))
     if K <= small.MAX_K and sqrt_phi > 0:  # exact active-set Newton on Python floats; SLSQP where it declines
         fast = small.cagrad_dual(A.tolist(), b.tolist(), float(sqrt_phi))
         if fast is not None:
             return np.array(fast)
+    floor = max(float(smoothing), 1e-300)
 
     def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
         Aw = A @ w
-        norm = np.sqrt(max(float(w @ Aw), 1e-20))
+        norm = np.sqrt(max(float(w @ Aw), 0.0) + floor)
         return float(w @ b) + sqrt_phi * norm, b + sqrt_phi * Aw / norm
 
     res = minimize(
@@ -236,9 +252,9 @@ def cagrad_dual(G: np.ndarray, c: float) -> np.ndarray:
         method="SLSQP",
         bounds=[(0.0, 1.0)] * K,
         constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)},),
-        options={"ftol": 1e-10, "maxiter": 200},
+        options={"ftol": 1e-12, "maxiter": 500},
     )
-    if not res.success:
-        raise SolverError(f"CAGrad: SLSQP failed ({res.message})")
-    w = np.clip(res.x, 0.0, None)
+    w = np.clip(np.nan_to_num(res.x, nan=0.0), 0.0, None)
+    if not w.sum() > 0:
+        return np.full(K, 1.0 / K)
     return w / w.sum()
