@@ -68,15 +68,57 @@ def test_compare_writes_results_leaderboard_and_report(tmp_path, capsys):
     assert results["schema"] == "polytask.compare/1"
     assert {(r["method"], r["seed"]) for r in results["runs"]} == {("ew", 0), ("ew", 1), ("famo", 0), ("famo", 1)}
     base = results["baselines"]["hps_mlp"]["test"]
-    for run in results["runs"]:  # ΔMTL recomputed from the saved scores
+    for run in results["runs"]:  # both ΔMTL conventions recomputed from the saved scores
         dirs = {t["name"]: t["metrics"] for t in results["tasks"]}
         assert run["delta_mtl"] == pytest.approx(pt.metrics.delta_mtl(run["test_scores"], base, dirs))
+        assert run["delta_m"] == pytest.approx(pt.metrics.delta_mtl(run["test_scores"], base, dirs, "m"))
     for s in results["summary"]:
-        assert s["delta_mtl"]["n"] == 2 and s["params"] > 0 and s["ms_per_step"] > 0
+        assert s["delta_mtl"]["n"] == 2 and s["delta_m"]["n"] == 2 and s["params"] > 0 and s["ms_per_step"] > 0
+    convention = results["delta_mtl_convention"]
+    assert convention["leaderboard"] == "p" and "Δp" in convention["delta_mtl"] and "Δm" in convention["delta_m"]
+    means = [s["delta_mtl"]["mean"] for s in results["summary"]]
+    assert means == sorted(means, reverse=True)  # Δp: higher is better
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and 'src="http' not in html
-    assert "| famo" in (out / "leaderboard.md").read_text()
+    assert "Δp % ↑" in html and "Δm % ↓" in html
+    board = (out / "leaderboard.md").read_text()
+    assert "| famo" in board and board.index("Δp % ↑") < board.index("Δm % ↓")
     assert main(["report", str(out)]) == 0  # rebuilt from results.json alone
+    # --delta m on the same output: the finished runs are reused, the leaderboard sorts and leads with Δm
+    assert (
+        main(
+            [
+                "compare",
+                "--config",
+                cfg,
+                "--methods",
+                "ew,famo",
+                "--seeds",
+                "2",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+                "--delta",
+                "m",
+            ]
+        )
+        == 0
+    )
+    again = json.loads((out / "results.json").read_text())
+    assert [r["test_scores"] for r in again["runs"]] == [r["test_scores"] for r in results["runs"]]
+    assert again["delta_mtl_convention"]["leaderboard"] == "m"
+    means = [s["delta_m"]["mean"] for s in again["summary"]]
+    assert means == sorted(means)  # Δm: lower is better
+    board = (out / "leaderboard.md").read_text()
+    assert board.index("Δm % ↓") < board.index("Δp % ↑")
+
+
+def test_compare_rejects_an_unknown_delta_convention(tmp_path, capsys):
+    cfg = write_yaml(tmp_path / "c.yaml", {**TINY, "delta": "q"})
+    assert main(["compare", "--config", cfg, "--quiet"]) != 0
+    assert "delta must be 'p' (Δp, per task) or 'm' (Δm, per metric), got 'q'" in capsys.readouterr().err
 
 
 def test_single_task_baselines_are_cached(tmp_path, monkeypatch):

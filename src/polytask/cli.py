@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="retrain single-task baselines even when cached",
     )
+    cmp.add_argument(
+        "--delta",
+        choices=("p", "m"),
+        help="ΔMTL that sorts and heads the leaderboard: p (per task, positive = better; default) or m "
+        "(per metric, lower = better, as Nash-MTL/CAGrad/FAMO); both are stored",
+    )
     cmp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     tr = sub.add_parser("train", help="one training run from a YAML config")
@@ -109,7 +115,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     values = load_yaml(args.config) if args.config else {}
     values.update(
         _overrides(
-            args, ("dataset", "archs", "methods", "seeds", "epochs", "batch_size", "lr", "device", "out", "cache")
+            args,
+            ("dataset", "archs", "methods", "seeds", "epochs", "batch_size", "lr", "device", "out", "cache", "delta"),
         )
     )
     config = from_mapping(CompareConfig, values, args.config or "command line")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from polytask.data import MultiTaskData, cache_dir
 from polytask.data import create as create_dataset
 from polytask.data.base import config_hash
 from polytask.errors import CheckpointError, ConfigError
-from polytask.metrics.delta import defined_directions, delta_mtl
+from polytask.metrics.delta import CONVENTION_KEYS, CONVENTIONS, defined_directions, delta_m, delta_mtl
 from polytask.report.leaderboard import group_not_run
 from polytask.runs import train_run
 from polytask.training.pairing import pairing_problem
@@ -341,6 +342,7 @@ class Comparison:
             "arch": arch,
             "seed": seed,
             "delta_mtl": delta_mtl(res["test_scores"], baseline["test"], directions) if directions else float("nan"),
+            "delta_m": delta_m(res["test_scores"], baseline["test"], directions) if directions else float("nan"),
             "delta_mtl_excludes": undefined,
             **{
                 k: res[k]
@@ -371,6 +373,7 @@ class Comparison:
                     "method": method,
                     "arch": arch,
                     "delta_mtl": _stats([r["delta_mtl"] for r in rs]),
+                    "delta_m": _stats([r["delta_m"] for r in rs]),
                     "metrics": metrics,
                     "params": rs[0]["params"],
                     "ms_per_step": statistics.fmean(r["ms_per_step"] for r in rs),
@@ -378,13 +381,20 @@ class Comparison:
                     "baseline_arch": baseline_arch(arch),
                 }
             )
-        summary.sort(key=lambda s: -(s["delta_mtl"]["mean"] if s["delta_mtl"]["mean"] is not None else -1e9))
+        key, higher_is_better = CONVENTION_KEYS[self.config.delta]
+        sign = 1.0 if higher_is_better else -1.0
+        summary.sort(key=lambda s: -sign * s[key]["mean"] if s[key]["mean"] is not None else math.inf)
         return {
             "schema": "polytask.compare/1",
             "polytask_version": __version__,
             "created": datetime.now().isoformat(timespec="seconds"),
             "wall_seconds": seconds,
-            "delta_mtl_convention": "percent, positive = better than the single-task baseline (mean over seeds)",
+            "delta_mtl_convention": {
+                "delta_mtl": CONVENTIONS["p"],
+                "delta_m": CONVENTIONS["m"],
+                "baseline": "the single-task network of the architecture's baseline, mean over seeds",
+                "leaderboard": self.config.delta,
+            },
             "config": dataclasses.asdict(self.config),
             "dataset": data.name,
             "tasks": [{"name": t.name, "kind": t.kind, "role": t.role, "metrics": t.directions} for t in data.tasks],

@@ -80,11 +80,16 @@ class CompareConfig(TrainSettings):
     auxiliary: list[str] = field(default_factory=list)  # tasks trained and reported, never selected on
     out: str | None = None
     cache: bool = True
+    # which ΔMTL sorts and heads the leaderboard: p (per task, positive = better) or m (per metric, lower =
+    # better); both are computed and stored (polytask.metrics.delta)
+    delta: str = "p"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.archs == [] or self.methods == [] or not self.seeds:
             raise ConfigError("archs, methods and seeds must each name at least one entry")
+        if self.delta not in ("p", "m"):
+            raise ConfigError(f"delta must be 'p' (Δp, per task) or 'm' (Δm, per metric), got {self.delta!r}")
 
 
 def resolve_training(settings: TrainSettings, dataset_defaults: dict[str, Any] | None = None) -> TrainSettings:

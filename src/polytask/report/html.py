@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from polytask.report.leaderboard import leaderboard_rows, not_run_lines
+from polytask.report.leaderboard import convention_text, leaderboard_rows, not_run_lines
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -44,7 +44,7 @@ def render_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
 <p class="note">{len(cfg["seeds"])} seed(s), {cfg["epochs"]} epochs, batch {cfg["batch_size"]}, lr {cfg["lr"]};
 wall time {results["wall_seconds"]:.0f} s; {stamp}.
 Test metrics at the epoch selected on validation, mean ± std over seeds.
-ΔMTL: {html.escape(results["delta_mtl_convention"])}.</p>
+{html.escape(convention_text(results))}</p>
 <h2>Leaderboard</h2>{table}
 {sections}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(cfg, indent=2))}</pre>

@@ -18,13 +18,38 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
+_DELTA_COLUMNS = {"p": ("delta_mtl", "Δp % ↑", "0 (ref.)"), "m": ("delta_m", "Δm % ↓", "0 (ref.)")}
+
+
+def leading_delta(results: dict[str, Any]) -> str:
+    """The ΔMTL convention that sorts and heads the leaderboard: 'p' or 'm' (results written before both
+    were stored: 'p')."""
+    convention = results.get("delta_mtl_convention")
+    return convention.get("leaderboard", "p") if isinstance(convention, dict) else "p"
+
+
+def delta_order(results: dict[str, Any]) -> list[str]:
+    """The conventions in the leaderboard's column order (the leading one first)."""
+    lead = leading_delta(results)
+    return [lead, "m" if lead == "p" else "p"]
+
+
+def convention_text(results: dict[str, Any]) -> str:
+    """One sentence per stored convention, the leading one first."""
+    convention = results.get("delta_mtl_convention")
+    if not isinstance(convention, dict):  # results written before both were stored
+        return f"ΔMTL (Δp): {convention}"
+    return " ".join(f"{convention[_DELTA_COLUMNS[c][0]]}." for c in delta_order(results))
+
+
 def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     tasks = results["tasks"]
+    deltas = [_DELTA_COLUMNS[c] for c in delta_order(results)]
     columns = [(t["name"], m) for t in tasks for m in t["metrics"]]
     arrow = {True: "↑", False: "↓"}
     role = {t["name"]: t.get("role", "primary") for t in tasks}
     header = (
-        ["method", "arch", "ΔMTL % ↑"]
+        ["method", "arch", *(title for _, title, _ in deltas)]
         + [
             f"{task}{' (aux)' if role[task] == 'auxiliary' else ''} {_SHORT.get(m, m)} "
             f"{arrow[next(t for t in tasks if t['name'] == task)['metrics'][m]]}"
@@ -35,13 +60,13 @@ def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]
     rows = []
     for s in results["summary"]:
         rows.append(
-            [s["method"], s["arch"], fmt(s["delta_mtl"], 2)]
+            [s["method"], s["arch"], *(fmt(s.get(key, {"mean": None}), 2) for key, _, _ in deltas)]
             + [fmt(s["metrics"][t][m]) for t, m in columns]
             + [f"{s['params']:,}", f"{s['ms_per_step']:.2f}", _ms(s.get("ms_per_image"))]
         )
     for arch, base in results["baselines"].items():
         rows.append(
-            ["single-task", arch, "0 (ref.)"]
+            ["single-task", arch, *(ref for _, _, ref in deltas)]
             + [f"{base['test'][t][m]:.3f}" for t, m in columns]
             + [f"{base['params']:,}", f"{base['ms_per_step']:.2f}", _ms(base.get("ms_per_image"))]
         )
@@ -61,8 +86,8 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
     legend = (
         f"Dataset `{results['dataset']}`, {len(seeds)} seed(s) {seeds}, {results['config']['epochs']} epochs. "
         "Test metrics of the epoch selected on validation, mean ± std over seeds. "
-        "ΔMTL: mean relative gain over the single-task baseline (the `single-task` row of the architecture's "
-        "baseline network, mean over seeds), in percent, **positive = better than single-task**. "
+        "ΔMTL in two conventions, against the single-task baseline (the `single-task` row of the architecture's baseline network, mean "
+        f"over seeds), sorted by the first: {convention_text(results)} "
         "ms/step: training step; ms/image: inference (eval mode, batch 64). Single-task params, ms/step and "
         "ms/image are the sums over the one-task networks."
     )

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from polytask.report.leaderboard import leading_delta
+
 
 def _curves(runs: list[dict], key: str, task: str) -> np.ndarray:
     """(seeds, epochs) array of history[key][task], NaN-padded."""
@@ -99,20 +101,33 @@ def weight_trajectories(results: dict[str, Any], path: Path) -> Path:
 
 
 def delta_bars(results: dict[str, Any], path: Path) -> Path:
-    """ΔMTL mean with ± std error bars per method (x architecture), sorted, zero line = single-task."""
+    """Both ΔMTL conventions, mean with ± std error bars per method (x architecture) in leaderboard order,
+    one panel each (Δp: ↑ better; Δm: ↓ better), zero line = single-task; green where better than it."""
     summary = results["summary"]
     multi_arch = len({s["arch"] for s in summary}) > 1
     labels = [f"{s['method']}/{s['arch']}" if multi_arch else s["method"] for s in summary]
-    means = [s["delta_mtl"]["mean"] or 0.0 for s in summary]
-    stds = [s["delta_mtl"]["std"] or 0.0 for s in summary]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(labels) + 1.5), 3.6))
-    colors = ["tab:green" if m >= 0 else "tab:red" for m in means]
-    ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=colors, alpha=0.8)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=45, ha="right")
-    ax.set_ylabel("ΔMTL % vs single-task (↑ better)")
-    ax.grid(axis="y", alpha=0.3)
+    panels = [
+        (key, ylabel, higher)
+        for key, ylabel, higher in (
+            ("delta_mtl", "Δp % vs single-task (↑ better)", True),
+            ("delta_m", "Δm % vs single-task (↓ better)", False),
+        )
+        if any(s.get(key, {}).get("mean") is not None for s in summary)
+    ]
+    if leading_delta(results) == "m":
+        panels.reverse()
+    width = max(4.0, 0.7 * len(labels) + 1.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.6), squeeze=False)
+    for ax, (key, ylabel, higher) in zip(axes[0], panels):
+        means = [s.get(key, {}).get("mean") or 0.0 for s in summary]
+        stds = [s.get(key, {}).get("std") or 0.0 for s in summary]
+        colors = ["tab:green" if (m >= 0) == higher or m == 0 else "tab:red" for m in means]
+        ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=colors, alpha=0.8)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=45, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
