@@ -86,8 +86,8 @@ def leaderboard_markdown(results: dict[str, Any]) -> str:
     legend = (
         f"Dataset `{results['dataset']}`, {len(seeds)} seed(s) {seeds}, {results['config']['epochs']} epochs. "
         "Test metrics of the epoch selected on validation, mean ± std over seeds. "
-        "ΔMTL in two conventions, against the single-task baseline (the `single-task` row of the architecture's baseline network, mean "
-        f"over seeds), sorted by the first: {convention_text(results)} "
+        "ΔMTL in two conventions, against the single-task baseline (the `single-task` row of the "
+        f"architecture's baseline network, mean over seeds), sorted by the first: {convention_text(results)} "
         "ms/step: training step; ms/image: inference (eval mode, batch 64). Single-task params, ms/step and "
         "ms/image are the sums over the one-task networks."
     )
