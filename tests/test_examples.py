@@ -20,6 +20,17 @@ def test_toy_trajectories_writes_one_png(tmp_path):
     assert out.stat().st_size > 10_000 and "ends on the Pareto set" in proc.stdout
 
 
+def test_toy_trajectories_paper_settings_use_the_papers_starts_and_methods(tmp_path):
+    out = tmp_path / "toy.png"
+    cmd = [sys.executable, str(ROOT / "examples" / "toy_trajectories.py"), "--paper", "famo", "--steps", "20"]
+    proc = subprocess.run([*cmd, "--workers", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for method in ("ew", "mgda", "pcgrad", "cagrad", "nash_mtl", "famo"):  # FAMO's figure, 5 starts each
+        assert f"{method:12s} ends on the Pareto set from " in proc.stdout
+        assert "/5 starts" in proc.stdout.split(f"{method:12s} ends")[1].splitlines()[0]
+    assert "gls " not in proc.stdout and out.stat().st_size > 10_000
+
+
 def test_reproduce_maxl_prints_the_table_and_the_label_grid(tmp_path):
     cmd = [sys.executable, str(ROOT / "examples" / "reproduce_maxl.py"), "--seeds", "2", "--epochs", "2"]
     proc = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
