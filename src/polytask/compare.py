@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from polytask import __version__, balancing, models
@@ -34,7 +35,7 @@ from polytask.metrics.delta import CONVENTION_KEYS, CONVENTIONS, defined_directi
 from polytask.report.leaderboard import group_not_run
 from polytask.runs import train_run
 from polytask.training.pairing import pairing_problem
-from polytask.utils import write_json
+from polytask.utils import resolve_device, write_json
 
 STL_METHOD = "ew"
 
@@ -117,6 +118,15 @@ def _mean_scores(results: list[dict]) -> dict[str, dict[str, float]]:
     return {t: {m: statistics.fmean(r[t][m] for r in results) for m in tasks[t]} for t in tasks}
 
 
+#: CompareConfig fields a run's result does not depend on: which runs to make (archs, methods, seeds, tasks
+#: and auxiliary roles enter each run's key as its own arch, method, seed and task list; arch_options and
+#: method_options as that arch's and method's options), where to write, whether to use the cache, and
+#: how to sort the leaderboard. Every other field is in the key (tests/test_compare_cache_key.py).
+NOT_IN_RUN_KEY = frozenset(
+    {"archs", "methods", "seeds", "tasks", "auxiliary", "arch_options", "method_options", "out", "cache", "delta"}
+)
+
+
 def _stats(values: list[float]) -> dict[str, float | None]:
     vals = [v for v in values if v is not None and v == v]
     if not vals:
@@ -140,16 +150,15 @@ class Comparison:
 
     # ------------------------------------------------------------------------------------ plumbing
     def _settings_key(self) -> dict[str, Any]:
+        """What every run's result depends on besides its own arch/method/seed/tasks: every field of the
+        resolved config except those that only choose which runs to make or how to show them
+        (:data:`NOT_IN_RUN_KEY`; a field added later is in the key unless listed there), the device kind
+        the numbers come from, and the versions of polytask and torch."""
         c = self.config
-        return {
-            "epochs": c.epochs,
-            "batch_size": c.batch_size,
-            "lr": c.lr,
-            "amp": c.amp,
-            "on_nonfinite": c.on_nonfinite,
-            "dataset": c.dataset,
-            "dataset_options": c.dataset_options,
-        }
+        key = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name not in NOT_IN_RUN_KEY}
+        key["device"] = resolve_device(c.device).type  # cuda:0 and cuda:1 give the same numbers
+        key["torch"] = torch.__version__
+        return key
 
     def _cached_run(self, key: dict[str, Any], run_dir: Path, cache_file: Path | None, fn) -> dict[str, Any]:
         """Reuse a finished run (same key) from ``cache_file`` or ``run_dir``; resume an interrupted one."""
