@@ -46,6 +46,10 @@ class NonFiniteGradientError(PolytaskError, FloatingPointError):
     """Per-task gradients became NaN or infinite although the losses are finite."""
 
 
+class NonFiniteMetricError(PolytaskError, FloatingPointError):
+    """The selected model, or its validation or test losses, hold NaN or inf: no result to report."""
+
+
 class CheckpointError(PolytaskError):
     """A checkpoint that is missing, unreadable or incompatible."""
 

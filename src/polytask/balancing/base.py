@@ -120,9 +120,10 @@ class Balancer(nn.Module):
         return None
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def stack_losses(self, losses: Losses, check_finite: bool = True) -> torch.Tensor:
+    def stack_losses(self, losses: Losses, check_finite: bool = True, need_grad: bool = True) -> torch.Tensor:
         """Validate ``losses`` against ``self.tasks`` and return them as a (K,) tensor in task order, with
-        0 for an absent task (loss ``None``); sets :attr:`present`.
+        0 for an absent task (loss ``None``); sets :attr:`present`. With ``need_grad`` a given loss without
+        an autograd graph is an error naming the task (it would train nothing, silently).
 
         A (K,) tensor is taken as is (the Trainer's fast path); a mapping is checked against the task names.
         """
@@ -156,6 +157,16 @@ class Balancer(nn.Module):
             zero = given[0].detach().new_zeros(()) if given else torch.zeros(())
             items = [zero if loss is None else loss.reshape(()) for loss in items]
             stacked = torch.stack(items)
+        one_tensor = isinstance(losses, torch.Tensor) and losses.dim() == 1
+        detached = _detached_tasks(self.tasks, stacked, None if one_tensor else items, absent) if need_grad else []
+        if detached:  # a non-finite one is reported as such (below or by the caller's check)
+            finite = dict(zip(self.tasks, torch.isfinite(stacked.detach()).tolist()))
+            detached = [t for t in detached if finite[t]]
+        if detached:
+            raise PolytaskError(
+                f"{self.name}: the loss of task(s) {', '.join(detached)} does not require grad (computed under "
+                "torch.no_grad() or detached?), so it cannot train anything; give an absent task's loss as None"
+            )
         self.present = self._agreed_presence(absent, stacked)
         # the present tasks' losses alone (0 for one absent here but present in another process)
         self._present_losses = stacked if self.present is None else torch.stack([items[k] for k in self.present_rows()])
@@ -300,6 +311,20 @@ class Balancer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"tasks={self.tasks}"
+
+
+def _detached_tasks(tasks: Sequence[str], stacked: torch.Tensor, items: list | None, absent: list[int]) -> list[str]:
+    """The tasks whose given loss has no autograd graph. From the items when losses came one per task; from
+    the stack's inputs when a (K,) tensor came from ``torch.stack`` (a vector computed otherwise is only
+    checked as a whole)."""
+    if items is not None:
+        return [t for k, (t, loss) in enumerate(zip(tasks, items)) if k not in absent and not loss.requires_grad]
+    if not stacked.requires_grad:
+        return list(tasks)
+    fn = stacked.grad_fn
+    if fn is not None and type(fn).__name__.startswith("StackBackward") and len(fn.next_functions) == len(tasks):
+        return [t for t, (inner, _) in zip(tasks, fn.next_functions) if inner is None]
+    return []
 
 
 class LossWeighting(Balancer):

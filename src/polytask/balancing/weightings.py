@@ -328,7 +328,7 @@ class FAMO(LossWeighting):
     def post_step(self, losses) -> None:
         if self._prev_losses is None:
             raise PolytaskError("famo: post_step() called before backward()")
-        new = global_losses(self.stack_losses(losses)).to(self._prev_losses)
+        new = global_losses(self.stack_losses(losses, need_grad=False)).to(self._prev_losses)
         if not _same_tasks(self.present, self._prev_present):
             raise PolytaskError(
                 "famo: post_step() got losses for other tasks than backward() (give the same tasks None)"

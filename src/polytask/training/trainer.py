@@ -20,12 +20,13 @@ from tqdm.auto import tqdm
 from polytask.balancing.base import Balancer
 from polytask.balancing.jacobian import all_reduce_mean, average_gradients
 from polytask.data.base import BatchLoader, Split
-from polytask.errors import NonFiniteLossError, NoTaskPresentError, PolytaskError
+from polytask.errors import NonFiniteGradientError, NonFiniteLossError, NoTaskPresentError, PolytaskError
 from polytask.metrics.delta import relative_gains
 from polytask.models.base import MultiTaskModel, count_parameters
 from polytask.tasks import Task, add_intermediate_losses, complete_tasks, compute_losses, unlabelled_tasks
 from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from polytask.training.evaluation import EvalResult, evaluate, move_batch
+from polytask.training.finite import buffer_snapshot, check_finite_losses, check_finite_model, gradients_finite
 from polytask.training.logs import EpochLogger
 from polytask.training.pairing import check_pairing
 from polytask.utils import launched_processes, process_group, resolve_device, write_json
@@ -312,8 +313,11 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
+        trained = [p for group in opt.param_groups for p in group["params"]]
         for step, (x, targets) in enumerate(bar):
             x, targets = move_batch(x, targets, self.device)
+            # a skipped batch leaves no trace: its forward would update BatchNorm's running statistics
+            restore = buffer_snapshot(model) if self.on_nonfinite == "skip" else None
             with autocast:
                 outputs = model(x)
             losses = self._training_losses(outputs, targets)
@@ -323,7 +327,8 @@ class Trainer:
             if self.world > 1:  # every process skips or raises alike, and agrees on the absent tasks
                 nonfinite, nowhere = self._agree_on_batch(stacked, absent, names)
                 if nonfinite:
-                    if self.on_nonfinite == "skip":
+                    if restore is not None:
+                        restore()
                         skipped += 1
                         continue
                     bad = [n for n, ok in zip(names, torch.isfinite(stacked.detach()).tolist()) if not ok]
@@ -344,15 +349,20 @@ class Trainer:
                     task_params=self.task_params,
                     representation=model.representation if balancer.needs_representation else None,
                 )
+                if not gradients_finite(trained):  # a finite loss whose gradient is not (any balancer alike)
+                    raise NonFiniteGradientError("a gradient holds NaN or inf although every loss is finite")
             except NoTaskPresentError:  # no labelled sample of any task (in any process): nothing to learn
                 no_labels += 1
                 for name in names:
                     unlabelled[name] = unlabelled.get(name, 0) + 1
                 continue
-            except NonFiniteLossError as exc:
-                if self.on_nonfinite == "skip":
+            except (NonFiniteLossError, NonFiniteGradientError) as exc:
+                if restore is not None:
+                    restore()
                     skipped += 1
                     continue
+                if isinstance(exc, NonFiniteGradientError):
+                    raise NonFiniteGradientError(f"{exc} (epoch {epoch + 1}, step {step + 1})") from None
                 raise NonFiniteLossError(exc.tasks, f"epoch {epoch + 1}, step {step + 1}") from None
             if self.world > 1 and not balancer.averages_over_processes:
                 self._average_gradients()
@@ -443,11 +453,13 @@ class Trainer:
         if state["best_model"] is not None:
             self.model.load_state_dict(state["best_model"])
         best = state["history"][state["best_epoch"]]
-        test = (
-            None
-            if self.test_batches is None
-            else self._agreed(evaluate(self.model, self.tasks, self.test_batches, self.device, self.amp)).scores
-        )
+        check_finite_model(self.model, f"the selected epoch {state['best_epoch'] + 1}")
+        check_finite_losses(best["val_loss"], f"validation losses of the selected epoch {state['best_epoch'] + 1}")
+        test = None
+        if self.test_batches is not None:
+            evaluated = self._agreed(evaluate(self.model, self.tasks, self.test_batches, self.device, self.amp))
+            check_finite_losses(evaluated.losses, f"test losses of the selected epoch {state['best_epoch'] + 1}")
+            test = evaluated.scores
         result = TrainResult(
             best_epoch=state["best_epoch"] + 1,
             val_scores=best["val"],
