@@ -336,3 +336,15 @@ def test_compare_and_group_refuse_to_run_under_torchrun(monkeypatch, capsys):
     assert "polytask compare runs in one process" in capsys.readouterr().err
     assert main(["group"]) == 2
     assert "polytask group runs in one process" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("seeds", [0, 0], "seeds lists 0 more than once: [0, 0]"), ("methods", ["ew", "ew"], "methods lists ew more")],
+)
+def test_a_repeated_seed_or_method_is_an_error(tmp_path, capsys, key, value, message):
+    cfg = write_yaml(tmp_path / "c.yaml", {**TINY, key: value})
+    assert main(["compare", "--config", cfg, "--quiet"]) != 0
+    assert message in capsys.readouterr().err
+    assert main(["compare", "--seeds", "0,0", "--quiet", "--out", str(tmp_path / "o")]) != 0
+    assert "seeds lists 0 more than once" in capsys.readouterr().err

@@ -88,8 +88,18 @@ class CompareConfig(TrainSettings):
         super().__post_init__()
         if self.archs == [] or self.methods == [] or not self.seeds:
             raise ConfigError("archs, methods and seeds must each name at least one entry")
+        check_unique(self.seeds, "seeds")
+        check_unique(list(self.archs or []), "archs")
+        check_unique(list(self.methods or []), "methods")
         if self.delta not in ("p", "m"):
             raise ConfigError(f"delta must be 'p' (Δp, per task) or 'm' (Δm, per metric), got {self.delta!r}")
+
+
+def check_unique(values: list, key: str) -> None:
+    """A list whose entries must differ (a seed twice would count one run as two: n = 2, std 0)."""
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ConfigError(f"{key} lists {', '.join(map(str, repeated))} more than once: {values}")
 
 
 def resolve_training(settings: TrainSettings, dataset_defaults: dict[str, Any] | None = None) -> TrainSettings:
@@ -193,5 +203,6 @@ class GroupConfig(TrainSettings):
             raise ConfigError("tag_every must be >= 1 and tag_lookahead 'adam' or 'sgd'")
         if not self.seeds:
             raise ConfigError("seeds must name at least one seed")
+        check_unique(self.seeds, "seeds")
         if self.repeats < 1:
             raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
