@@ -34,6 +34,7 @@ from polytask.errors import CheckpointError, ConfigError
 from polytask.metrics.delta import CONVENTION_KEYS, CONVENTIONS, defined_directions, delta_m, delta_mtl
 from polytask.report.leaderboard import group_not_run
 from polytask.runs import train_run
+from polytask.saved_runs import SavedRuns
 from polytask.training.pairing import pairing_problem
 from polytask.utils import resolve_device, write_json
 
@@ -147,6 +148,7 @@ class Comparison:
             models.MODELS.check_options(name, opts)
         self.out = Path(config.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
         self.progress, self.log = progress, log
+        self.saved = SavedRuns(log)
 
     # ------------------------------------------------------------------------------------ plumbing
     def _settings_key(self) -> dict[str, Any]:
@@ -165,18 +167,10 @@ class Comparison:
         digest = config_hash(key)
         use_cache = cache_file is not None and self.config.cache
         for candidate in ([cache_file] if use_cache else []) + [run_dir / "result.json"]:
-            if candidate.exists():
-                try:
-                    saved = json.loads(candidate.read_text())
-                except json.JSONDecodeError:
-                    continue
-                if saved.get("extra", {}).get("key_hash") == digest:
-                    return _scores_from_json(saved)
-        resume = (
-            (run_dir / "checkpoint.pt").exists()
-            and (run_dir / "key.json").exists()
-            and json.loads((run_dir / "key.json").read_text()).get("key_hash") == digest
-        )
+            saved = self.saved.result(candidate, digest)
+            if saved is not None:
+                return _scores_from_json(saved)
+        resume = (run_dir / "checkpoint.pt").exists() and self.saved.key_matches(run_dir / "key.json", digest)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "key.json", {"key_hash": digest, "key": key})
         try:

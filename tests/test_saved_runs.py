@@ -1,0 +1,60 @@
+"""Corrupt cache and run files are a miss, reported once and moved aside (issue 19, item 7)."""
+
+import json
+
+import pytest
+import yaml
+
+from polytask.cli import main
+
+TINY = {"dataset_options": {"n_train": 128, "n_val": 64, "n_test": 64}, "batch_size": 32, "archs": ["hps_mlp"]}
+CORRUPTIONS = {
+    "random_bytes": lambda path: path.write_bytes(bytes(range(256)) * 4),
+    "json_list": lambda path: path.write_text("[1, 2, 3]"),
+    "missing_fields": lambda path: path.write_text(
+        json.dumps({"extra": json.loads(path.read_text())["extra"], "test_scores": {}})
+    ),
+    "wrong_score_type": lambda path: path.write_text(
+        json.dumps({**json.loads(path.read_text()), "test_scores": {"left": {"accuracy": "high"}}})
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_corrupt_result_or_cache_file_is_a_miss(tmp_path, capsys, corruption):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out"
+    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(out), "--no-cache"]) == 0  # every run's files in --out
+    first = json.loads((out / "results.json").read_text())
+    run = out / "runs" / "hps_mlp" / "ew" / "seed0" / "result.json"
+    baseline = out / "baselines" / "hps_mlp" / "left" / "seed0" / "result.json"
+    CORRUPTIONS[corruption](run)
+    CORRUPTIONS[corruption](baseline)
+    (out / "runs" / "hps_mlp" / "ew" / "seed0" / "key.json").write_bytes(b"\xff\xfe garbled")
+    capsys.readouterr()
+    assert main([*args, "--out", str(out), "--no-cache"]) == 0
+    printed = capsys.readouterr().out
+    assert f"ignoring {run}" in printed and f"ignoring {baseline}" in printed
+    assert run.with_name("result.json.corrupt").exists() and json.loads(run.read_text())["params"] > 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["runs"][0]["test_scores"] == first["runs"][0]["test_scores"]  # made again, same numbers
+
+
+def test_a_corrupt_cache_entry_is_a_miss(tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("POLYTASK_CACHE", str(cache))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    entries = sorted((cache / "stl").glob("*.json"))
+    assert len(entries) == 3
+    entries[0].write_text('{"extra": {"key_hash": "x"}')  # cut off
+    entries[1].write_text("null")
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("ignoring") == 2 and len(list((cache / "stl").glob("*.corrupt"))) == 2
+    assert len(list((cache / "stl").glob("*.json"))) == 3  # rewritten by the runs made again
