@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+from polytask.utils import atomic_write
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -21,10 +24,11 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class EpochLogger:
-    """Appends one record per epoch to ``log.jsonl`` and ``log.csv`` in ``directory``.
+    """Keeps ``log.jsonl`` and ``log.csv`` in ``directory`` equal to the run's history.
 
-    ``truncate(epochs)`` keeps the first ``epochs`` rows, so a resumed run does not duplicate epochs that
-    were logged after its checkpoint.
+    Each :meth:`write` replaces both files atomically with every record so far (a few kB an epoch), so a
+    kill or a full disk leaves the previous complete log, never a torn line, and a resumed run rewrites
+    them from its checkpoint's history (no epoch logged after the checkpoint is duplicated).
     """
 
     def __init__(self, directory: str | Path):
@@ -36,24 +40,32 @@ class EpochLogger:
         for p in (self.jsonl, self.csv):
             p.unlink(missing_ok=True)
 
-    def truncate(self, epochs: int) -> None:
-        rows = self.read()[:epochs]
-        self.reset()
-        for row in rows:
-            self.append(row)
+    def write(self, records: list[dict[str, Any]]) -> None:
+        """Both files hold exactly ``records`` (one row each)."""
+        if not records:
+            self.reset()
+            return
+        lines = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(self.jsonl, lambda f: f.write(lines.encode()))
+        rows = [flatten(r) for r in records]
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.csv, lambda f: f.write(text.getvalue().encode()))
 
     def read(self) -> list[dict[str, Any]]:
+        """The logged records; a last line cut off (by a tool appending to the file) is left out."""
         if not self.jsonl.exists():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-
-    def append(self, record: dict[str, Any]) -> None:
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        flat = flatten(record)
-        new = not self.csv.exists()
-        with self.csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(flat), extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(flat)
+        lines = [line for line in self.jsonl.read_text().splitlines() if line.strip()]
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    break
+                raise
+        return records

@@ -200,7 +200,7 @@ class Trainer:
             state["history"].append(record)
             state["epoch"] = epoch + 1
             if self.logger is not None:
-                self.logger.append(record)
+                self.logger.write(state["history"])
             if self.checkpoint_path is not None:
                 if self.writes:
                     self._save(state)
@@ -247,8 +247,8 @@ class Trainer:
             }
             if ckpt.get("best_is_current"):  # saved without a second copy of the same weights
                 state["best_model"] = copy.deepcopy(self.model.state_dict())
-            if self.logger is not None:
-                self.logger.truncate(state["epoch"])
+            if self.logger is not None:  # the checkpoint's history: a torn or longer log is replaced
+                self.logger.write(state["history"])
             return state
         torch.manual_seed(self.seed)
         if self.logger is not None:
