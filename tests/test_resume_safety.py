@@ -1,8 +1,12 @@
-"""Resume and run files (issue 19): a torn log line does not block resume (item 8)."""
+"""Resume and run files (issue 19): a torn log line does not block resume (item 8), a changed config is
+refused on resume (item 4), a fresh run does not overwrite an earlier one (item 14)."""
 
 import json
 
+import pytest
+
 import polytask as pt
+from polytask.cli import main
 
 
 def _trainer(data, out, epochs):
@@ -38,3 +42,67 @@ def test_a_torn_last_log_line_does_not_block_resume(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     csv_rows = (tmp_path / "part" / "log.csv").read_text().splitlines()
     assert len(csv_rows) == 4 and csv_rows[0].startswith("epoch,")
+
+
+def _train_yaml(tmp_path, name, **changes):
+    import yaml
+
+    values = {
+        "dataset_options": {"n_train": 128, "n_val": 64, "n_test": 64},
+        "batch_size": 32,
+        "arch": "hps_mlp",
+        "method": "ew",
+        "epochs": 2,
+        "lr": 0.002,
+        "seed": 0,
+        **changes,
+    }
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "listed"),
+    [
+        ({"lr": 0.01}, "lr: 0.002 -> 0.01"),
+        ({"method": "uw"}, "method: 'ew' -> 'uw'"),
+        ({"seed": 3}, "seed: 0 -> 3"),
+        ({"dataset_options": {"n_train": 96, "n_val": 64, "n_test": 64}}, "dataset_options:"),
+    ],
+)
+def test_resume_refuses_a_changed_config_listing_the_keys(tmp_path, capsys, change, listed):
+    out = str(tmp_path / "run")
+    assert main(["train", "--config", _train_yaml(tmp_path, "a.yaml"), "--out", out, "--quiet"]) == 0
+    changed = _train_yaml(tmp_path, "b.yaml", epochs=3, **change)
+    assert main(["train", "--config", changed, "--out", out, "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume with a config that differs from the checkpoint's" in err and listed in err
+
+
+def test_resume_may_raise_epochs_but_not_lower_them(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--config", _train_yaml(tmp_path, "a.yaml", epochs=3), "--out", out, "--quiet"]) == 0
+    assert main(["train", "--config", _train_yaml(tmp_path, "b.yaml", epochs=2), "--out", out, "--resume"]) == 2
+    assert "epochs 2 < the 3 the run was started with" in capsys.readouterr().err
+    assert (
+        main(["train", "--config", _train_yaml(tmp_path, "c.yaml", epochs=4), "--out", out, "--resume", "--quiet"]) == 0
+    )
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 4
+    rows = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_a_fresh_run_does_not_overwrite_an_earlier_one(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    cfg = _train_yaml(tmp_path, "a.yaml")
+    assert main(["train", "--config", cfg, "--out", out, "--quiet"]) == 0
+    before = (tmp_path / "run" / "result.json").read_text()
+    assert main(["train", "--config", _train_yaml(tmp_path, "b.yaml", seed=1), "--out", out, "--quiet"]) == 2
+    assert "already holds a run (checkpoint.pt, result.json" in capsys.readouterr().err
+    assert (tmp_path / "run" / "result.json").read_text() == before
+    assert (
+        main(["train", "--config", _train_yaml(tmp_path, "b.yaml", seed=1), "--out", out, "--overwrite", "--quiet"])
+        == 0
+    )
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1

@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="one training run from a YAML config")
     tr.add_argument("--config", required=True, help="YAML file with RunConfig keys")
     tr.add_argument("--out", help="output directory (overrides the config's 'out')")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint.pt (same config; epochs may grow)"
+    )
+    tr.add_argument("--overwrite", action="store_true", help="replace an earlier run's files in OUT")
     tr.add_argument("--quiet", action="store_true")
 
     grp = sub.add_parser("group", help="which tasks to train together under a budget (Standley et al.; TAG)")
@@ -141,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not config.out:
         raise PolytaskError("--resume needs an output directory (--out or 'out' in the config)")
     with _process_group(config.device):
-        result = run_from_config(config, resume=args.resume, progress=not args.quiet)
+        result = run_from_config(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if launched_processes() > 1 and int(os.environ.get("RANK", "0")) != 0:
         return 0  # process 0 reports
     print(f"best epoch {result.best_epoch}; test scores:")

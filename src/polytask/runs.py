@@ -10,7 +10,7 @@ from polytask import balancing, models
 from polytask.config import RunConfig, TrainSettings, resolve_training
 from polytask.data import MultiTaskData
 from polytask.data import create as create_dataset
-from polytask.errors import ConfigError
+from polytask.errors import CheckpointError, ConfigError
 from polytask.training import Trainer, TrainResult
 from polytask.training.cost import ms_per_input
 from polytask.training.pairing import check_pairing
@@ -38,8 +38,7 @@ def train_run(
     check_pairing(model, balancer, data.tasks)  # before a search, not after it
     if hasattr(model, "search") and process_group() is not None:
         raise ConfigError(
-            f"architecture {arch!r} is searched before training, which runs in one process: train it without "
-            "torchrun"
+            f"architecture {arch!r} is searched before training, which runs in one process: train it without torchrun"
         )
     if hasattr(model, "search"):  # architectures searched before training (AdaShare, MTL-NAS, ...)
         device = resolve_device(settings.device)
@@ -70,8 +69,61 @@ def train_run(
     return result
 
 
-def run_from_config(config: RunConfig, resume: bool = False, progress: bool = True) -> TrainResult:
-    """``polytask train``: one run described by a :class:`RunConfig`."""
+#: RunConfig keys that may differ between a run and its resumption: where it runs and writes, and a larger
+#: ``epochs`` (continuing the training; a smaller one is refused, see :func:`check_resumable`)
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "out"})
+#: files of an earlier run in an output directory, which a fresh run would overwrite
+RUN_FILES = ("checkpoint.pt", "result.json", "log.jsonl", "log.csv", "config.json")
+
+
+def check_resumable(out: Path, config: dict[str, Any]) -> None:
+    """Refuse ``--resume`` into ``out`` with a config that differs from the one the checkpoint was made
+    with (its ``config.json``), listing the differing keys; raising ``epochs`` continues the training."""
+    path = out / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"--resume: {path} does not exist, so the checkpoint's config is unknown; train into a new --out"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"--resume: {path} is unreadable ({type(exc).__name__})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"--resume: {path} is not a JSON object")
+    changed = [
+        k for k in sorted(set(saved) | set(config)) if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k)
+    ]
+    if changed:
+        what = "; ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"--resume with a config that differs from the checkpoint's ({what}); the resumed run would mix "
+            "the two. Resume with the same config (only a larger 'epochs', 'device' or 'out' may change), or "
+            "train into a new --out"
+        )
+    before, now = saved.get("epochs"), config.get("epochs")
+    if isinstance(before, int) and isinstance(now, int) and now < before:
+        raise ConfigError(
+            f"--resume with epochs {now} < the {before} the run was started with: its checkpoint may hold more "
+            "epochs than that, whose result would be returned; raise epochs to continue, or train into a new --out"
+        )
+
+
+def check_fresh(out: Path) -> None:
+    """Refuse a fresh run into an output directory that holds an earlier run's files."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(found)}); a new run would overwrite it. Pass --resume to "
+            "continue it, --overwrite to replace it, or choose another --out"
+        )
+
+
+def run_from_config(
+    config: RunConfig, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> TrainResult:
+    """``polytask train``: one run described by a :class:`RunConfig`. With ``out``: ``resume`` continues the
+    run there (same config but a larger ``epochs``), otherwise a directory holding a run is refused unless
+    ``overwrite``."""
     # validate every name before building anything, so a typo fails in milliseconds
     models.MODELS.get(config.arch)
     balancing.BALANCERS.get(config.method)
@@ -80,9 +132,14 @@ def run_from_config(config: RunConfig, resume: bool = False, progress: bool = Tr
         data = data.select(config.tasks)
     config = resolve_training(config, data.info.get("train_defaults"))
     out = Path(config.out) if config.out else None
+    resolved = json.loads(json.dumps(config.__dict__))
+    if out is not None and resume:
+        check_resumable(out, resolved)
+    elif out is not None and not overwrite:
+        check_fresh(out)
     if out is not None and (process_group() or (0, 1))[0] == 0:  # under torchrun, process 0 writes
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.__dict__, indent=2))
+        write_json(out / "config.json", resolved)
     return train_run(
         data,
         config.arch,
