@@ -58,3 +58,25 @@ def test_a_corrupt_cache_entry_is_a_miss(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert printed.count("ignoring") == 2 and len(list((cache / "stl").glob("*.corrupt"))) == 2
     assert len(list((cache / "stl").glob("*.json"))) == 3  # rewritten by the runs made again
+
+
+def test_an_unwritable_out_or_cache_is_an_error_before_any_training(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    calls = []
+    monkeypatch.setattr("polytask.compare.train_run", lambda *a, **k: calls.append(a))
+    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(blocker / "out")]) == 2
+    assert f"the output directory (--out) {blocker / 'out'} is not a writable directory" in capsys.readouterr().err
+    monkeypatch.setenv("POLYTASK_CACHE", str(blocker))
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert f"the cache directory ($POLYTASK_CACHE; or pass --no-cache) {blocker / 'stl'}" in capsys.readouterr().err
+    assert calls == []  # nothing trained
+    train = tmp_path / "t.yaml"
+    train.write_text(yaml.safe_dump({"arch": "hps_mlp", "epochs": 1}))
+    assert main(["train", "--config", str(train), "--out", str(blocker / "run"), "--quiet"]) == 2
+    assert (
+        f"the output directory (out / --out) {blocker / 'run'} is not a writable directory" in capsys.readouterr().err
+    )

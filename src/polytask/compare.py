@@ -36,7 +36,7 @@ from polytask.report.leaderboard import group_not_run
 from polytask.runs import train_run
 from polytask.saved_runs import SavedRuns
 from polytask.training.pairing import pairing_problem
-from polytask.utils import resolve_device, write_json
+from polytask.utils import check_writable, resolve_device, write_json
 
 STL_METHOD = "ew"
 
@@ -187,6 +187,10 @@ class Comparison:
     # ------------------------------------------------------------------------------------ the job
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
+        # before any training: an unwritable place would otherwise fail after minutes of it
+        check_writable(self.out, "the output directory (--out)")
+        if self.config.cache:
+            check_writable(cache_dir() / "stl", "the cache directory ($POLYTASK_CACHE; or pass --no-cache)")
         data = create_dataset(self.config.dataset, **self.config.dataset_options)
         if self.config.tasks:
             data = data.select(self.config.tasks)
@@ -207,7 +211,6 @@ class Comparison:
                 self.log(f"{kind}_options for {', '.join(unused)} not used: not among the {kind}s run ({run})")
         self.pairs, self.not_run = self._runnable_pairs(data)
         stl_archs = list(dict.fromkeys(baseline_arch(a) for a, _ in self.pairs))
-        self.out.mkdir(parents=True, exist_ok=True)
         total = len(c.seeds) * (len(stl_archs) * len(names) + len(self.pairs))
         bar = tqdm(total=total, desc="runs", disable=not self.progress, dynamic_ncols=True)
         baselines: dict[str, Any] = {}

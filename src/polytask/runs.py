@@ -14,7 +14,7 @@ from polytask.errors import CheckpointError, ConfigError
 from polytask.training import Trainer, TrainResult
 from polytask.training.cost import ms_per_input
 from polytask.training.pairing import check_pairing
-from polytask.utils import process_group, resolve_device, seed_everything, write_json
+from polytask.utils import check_writable, process_group, resolve_device, seed_everything, write_json
 
 
 def train_run(
@@ -133,6 +133,8 @@ def run_from_config(
     config = resolve_training(config, data.info.get("train_defaults"))
     out = Path(config.out) if config.out else None
     resolved = json.loads(json.dumps(config.__dict__))
+    if out is not None:
+        out = check_writable(out, "the output directory (out / --out)")
     if out is not None and resume:
         check_resumable(out, resolved)
     elif out is not None and not overwrite:

@@ -68,6 +68,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
+def check_writable(directory: str | Path, what: str) -> Path:
+    """Create ``directory`` if needed and prove that a file can be written there, before any work whose
+    results would go there; a :class:`PolytaskError` naming the path and the reason otherwise."""
+    directory = Path(directory).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PolytaskError(f"{what} {directory} is not a writable directory ({exc.strerror or exc})") from None
+    return directory
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (NaN written as null)."""
     text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=False)

@@ -175,7 +175,7 @@ class BatchLoader:
 # ------------------------------------------------------------------------------------------ caching
 def cache_dir() -> Path:
     """``$POLYTASK_CACHE`` or ``~/.cache/polytask``."""
-    return Path(os.environ.get("POLYTASK_CACHE", Path.home() / ".cache" / "polytask"))
+    return Path(os.environ.get("POLYTASK_CACHE", Path.home() / ".cache" / "polytask")).expanduser()
 
 
 def config_hash(config: Mapping) -> str:
