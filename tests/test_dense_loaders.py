@@ -70,3 +70,36 @@ def test_scenes_export_round_trips_through_the_nyuv2_loader(tmp_path):
     assert torch.equal(data.test.targets["seg"], torch.where(labels == 255, -1, labels))
     assert torch.allclose(data.test.targets["depth"], scenes.test.targets["depth"])
     assert torch.allclose(data.test.targets["normals"], scenes.test.targets["normals"])
+
+
+@pytest.mark.parametrize(
+    ("folder", "what"), [("image", "image"), ("depth", "depth"), ("normal", "normals"), ("label", "label")]
+)
+def test_a_nan_pixel_is_an_error_naming_file_and_index(tmp_path, folder, what):
+    write_fixture(tmp_path)
+    path = tmp_path / "train" / folder / "2.npy"
+    array = np.load(path)
+    array[3, 4] = np.nan
+    np.save(path, array)
+    with pytest.raises(DataFileError, match=rf"2\.npy: {what} holds NaN or inf \(first at index \(3, 4"):
+        pt.data.create("nyuv2", path=str(tmp_path))
+
+
+@pytest.mark.parametrize("content", ["pickle", "garbage", "strings"])
+def test_a_pickled_or_garbage_npy_is_a_clear_error(tmp_path, content):
+    write_fixture(tmp_path)
+    path = tmp_path / "train" / "image" / "0.npy"
+    if content == "pickle":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif content == "garbage":
+        path.write_bytes(b"\x93NUMPY garbage that is not an array header")
+    else:
+        np.save(path, np.array([["a", "b", "c"]]))
+    with pytest.raises(DataFileError, match=r"0\.npy: not a (readable )?\.npy file of numbers"):
+        pt.data.create("nyuv2", path=str(tmp_path))
+
+
+def test_the_dense_loaders_expand_the_home_directory(tmp_path, monkeypatch):
+    write_fixture(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert len(pt.data.create("cityscapes", path="~").test) == 3

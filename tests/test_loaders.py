@@ -131,3 +131,31 @@ def test_aliexpress_errors(aliexpress_dir):
 def test_missing_required_path_is_a_clear_error():
     with pytest.raises(pt.ConfigError, match="needs option"):
         pt.data.create("census_income")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_census_refuses_a_non_finite_number_naming_file_line_and_column(census_dir, value):
+    lines = (census_dir / "census-income.data").read_text().splitlines()
+    bad = lines[1].split(", ")
+    bad[0] = value  # age
+    (census_dir / "census-income.data").write_text("\n".join([lines[0], ", ".join(bad), *lines[2:]]) + "\n")
+    with pytest.raises(DataFileError, match=r"census-income.data, line 2, column 'age': expected a finite number"):
+        pt.data.create("census_income", path=str(census_dir))
+
+
+@pytest.mark.parametrize(("column", "value"), [(3, "nan"), (3, "inf"), (3, "1e300"), (20, "nan"), (20, "-inf")])
+def test_aliexpress_refuses_non_finite_values_and_huge_ids(aliexpress_dir, column, value):
+    train = aliexpress_dir / "AliExpress_NL" / "train.csv"
+    lines = train.read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[column] = value
+    train.write_text("\n".join([lines[0], lines[1], ",".join(fields), *lines[3:]]) + "\n")
+    name = HEADER[column]
+    with pytest.raises(DataFileError, match=rf"train.csv, line 3, column '{name}'"):
+        pt.data.create("aliexpress", path=str(aliexpress_dir))
+
+
+def test_loaders_expand_the_home_directory(aliexpress_dir, monkeypatch):
+    monkeypatch.setenv("HOME", str(aliexpress_dir))
+    data = pt.data.create("aliexpress", path="~", country="NL")
+    assert len(data.test) == 6

@@ -33,9 +33,11 @@ def _read(path: Path):
     for line, fields in read_table(path, len(HEADER), header=HEADER):
         values = [parse_float(v, path, line, name) for name, v in zip(HEADER[1:], fields[1:])]
         ids = values[: len(CATEGORICAL)]
-        if any(v < 0 or v != int(v) for v in ids):
-            bad = next(n for n, v in zip(CATEGORICAL, ids) if v < 0 or v != int(v))
-            raise DataFileError(f"{path}, line {line}, column {bad!r}: category ids must be non-negative integers")
+        if any(v < 0 or v != int(v) or v >= 2**53 for v in ids):
+            bad = next(n for n, v in zip(CATEGORICAL, ids) if v < 0 or v != int(v) or v >= 2**53)
+            raise DataFileError(
+                f"{path}, line {line}, column {bad!r}: category ids must be non-negative integers below 2**53"
+            )
         cats.append([int(v) + 1 for v in ids])
         nums.append(values[len(CATEGORICAL) : len(CATEGORICAL) + len(NUMERICAL)])
         click, conversion = values[-2:]

@@ -43,15 +43,29 @@ def _count(folder: Path) -> int:
     return len(names)
 
 
-def _load(path: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
+def _read_npy(path: Path) -> np.ndarray:
+    """A numeric array from a ``.npy`` file (never a pickle); anything else is a :class:`DataFileError`."""
     try:
-        array = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise DataFileError(f"{path}: not a readable .npy file ({exc})") from exc
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataFileError(f"{path}: not a readable .npy file of numbers ({exc})") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise DataFileError(f"{path}: not a .npy file of numbers (dtype {getattr(array, 'dtype', type(array))})")
+    return array
+
+
+def _load(path: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
+    array = _read_npy(path)
     if array.ndim == len(shape) + 1 and array.shape[-1] == 1 and what != "normals":
         array = array[..., 0]
     if array.shape != shape:
         raise DataFileError(f"{path}: {what} has shape {array.shape}, expected {shape}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():  # invalid pixels use 0 / -1, never NaN
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise DataFileError(
+            f"{path}: {what} holds NaN or inf (first at index {index}); mark invalid pixels as the layout does "
+            "(depth and normals 0, labels -1)"
+        )
     return array
 
 
@@ -64,7 +78,7 @@ def read_npy_split(root: Path, split: str, tasks: Sequence[str], max_samples: in
         if m != n:
             raise DataFileError(f"{base / FOLDERS[task]} has {m} files but {base / 'image'} has {n}")
     n = min(n, max_samples) if max_samples else n
-    first = np.load(base / "image" / "0.npy")
+    first = _read_npy(base / "image" / "0.npy")
     if first.ndim != 3 or first.shape[-1] != 3:
         raise DataFileError(f"{base / 'image' / '0.npy'}: an image must be H x W x 3, got {first.shape}")
     h, w = first.shape[:2]
@@ -96,8 +110,9 @@ def _dataset(name, root, tasks, val_fraction, seed, max_samples, recommended) ->
     if not 0 < val_fraction < 1:
         raise PolytaskError(f"{name}: val_fraction must be in (0, 1), got {val_fraction}")
     names = [t.name for t in tasks]
-    train = read_npy_split(Path(root), "train", names, max_samples)
-    test = read_npy_split(Path(root), "val", names, max_samples)
+    root = Path(root).expanduser()
+    train = read_npy_split(root, "train", names, max_samples)
+    test = read_npy_split(root, "val", names, max_samples)
     if train.inputs.shape[1:] != test.inputs.shape[1:]:
         raise DataFileError(f"{name}: train images {tuple(train.inputs.shape[1:])} and val images differ in size")
     train, val = _carve_validation(train, val_fraction, seed)

@@ -7,6 +7,7 @@ Helpers shared by the loaders: :func:`read_table` (delimited text, fixed column 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -46,10 +47,15 @@ def read_table(
 
 
 def parse_float(value: str, path: Path, line: int, column: str) -> float:
+    """A finite number from a table cell; NaN and inf are errors naming file, line and column (one NaN would
+    turn a whole standardised column into NaN)."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise DataFileError(f"{path}, line {line}, column {column!r}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise DataFileError(f"{path}, line {line}, column {column!r}: expected a finite number, got {value!r}")
+    return number
 
 
 class Vocabulary:
