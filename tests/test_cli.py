@@ -174,7 +174,7 @@ def test_compare_errors_list_valid_names(tmp_path, capsys):
     assert "unknown config key(s) epoch; valid keys:" in capsys.readouterr().err
     bad = write_yaml(tmp_path / "bad2.yaml", {"epochs": "many"})
     assert main(["compare", "--config", bad]) == 2
-    assert "config key 'epochs': expected int" in capsys.readouterr().err
+    assert "config key epochs: expected an integer or null, got 'many'" in capsys.readouterr().err
     bad = write_yaml(tmp_path / "bad3.yaml", {"method_options": {"dwa": {"temp": 2}}})
     assert main(["compare", "--config", bad]) == 2
     assert "method 'dwa' has no option(s) temp" in capsys.readouterr().err
@@ -348,3 +348,30 @@ def test_a_repeated_seed_or_method_is_an_error(tmp_path, capsys, key, value, mes
     assert message in capsys.readouterr().err
     assert main(["compare", "--seeds", "0,0", "--quiet", "--out", str(tmp_path / "o")]) != 0
     assert "seeds lists 0 more than once" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dataset_options": {"n_train": "abc"}}, "config key dataset_options.n_train: expected an integer, got 'abc'"),
+        ({"method_options": {"famo": 0.5}}, "config key method_options.famo: expected a mapping"),
+        ({"methods": [1]}, "config key methods[0]: expected a string, got 1"),
+        ({"seeds": [0, 1.5]}, "config key seeds[1]: expected an integer, got 1.5"),
+        ({"method_options": {"famo": {"gamma": "high"}}}, "config key method_options.famo.gamma: expected a number"),
+        ({"arch_options": {"hps_mlp": {"dropout": [0.1]}}}, "config key arch_options.hps_mlp.dropout: expected"),
+    ],
+)
+def test_nested_option_values_are_type_checked_naming_the_key_path(tmp_path, capsys, values, message):
+    cfg = write_yaml(tmp_path / "c.yaml", {**TINY, "archs": ["hps_mlp"], "methods": ["famo"], **values})
+    assert main(["compare", "--config", cfg, "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_yaml_1_1_floats_written_as_1e_minus_3_are_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nmethod_options:\n  famo:\n    gamma: 1e-3\n")
+    config = pt.config.from_mapping(pt.config.CompareConfig, pt.config.load_yaml(path))
+    assert config.lr == 0.001 and isinstance(config.lr, float)
+    from polytask.runs import check_config_options
+
+    assert check_config_options(config).method_options["famo"]["gamma"] == 0.001

@@ -16,6 +16,7 @@ from polytask.data.base import config_hash
 
 # valid alternatives for string fields (a new string field without one fails here, on purpose)
 STRING_ALTERNATIVES = {"on_nonfinite": "skip", "dataset": "funnel"}
+DICT_ALTERNATIVES = {"dataset_options": {"n_train": 100}}
 NONE_ALTERNATIVES = {int: 3, float: 0.5, str: "x", dict: {"probe": 1}, list: ["probe"]}
 
 
@@ -29,7 +30,7 @@ def _changed(field: dataclasses.Field, value):
     if isinstance(value, str):
         return STRING_ALTERNATIVES[field.name]
     if isinstance(value, dict):
-        return {**value, "probe": 1}
+        return {**value, **DICT_ALTERNATIVES[field.name]}
     if isinstance(value, list):
         return [*value, "probe"]
     assert value is None, (field.name, value)

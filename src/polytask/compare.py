@@ -33,7 +33,7 @@ from polytask.data.base import config_hash
 from polytask.errors import CheckpointError, ConfigError
 from polytask.metrics.delta import CONVENTION_KEYS, CONVENTIONS, defined_directions, delta_m, delta_mtl
 from polytask.report.leaderboard import group_not_run
-from polytask.runs import train_run
+from polytask.runs import check_config_options, train_run
 from polytask.saved_runs import SavedRuns
 from polytask.training.pairing import pairing_problem
 from polytask.utils import check_writable, resolve_device, write_json
@@ -139,13 +139,9 @@ class Comparison:
     """Runs a :class:`CompareConfig`; ``run()`` returns the results dictionary (also written to disk)."""
 
     def __init__(self, config: CompareConfig, progress: bool = True, log: Callable[[str], None] = print):
-        self.config = config
         self.methods = resolve_methods(config.methods) if config.methods is not None else None
         self.archs = None if config.archs is None else resolve_archs(config.archs)  # names checked now
-        for name, opts in config.method_options.items():  # fail on bad options before any training
-            balancing.BALANCERS.check_options(name, opts)
-        for name, opts in config.arch_options.items():
-            models.MODELS.check_options(name, opts)
+        self.config = config = check_config_options(config)  # bad options fail before any training
         self.out = Path(config.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
         self.progress, self.log = progress, log
         self.saved = SavedRuns(log)

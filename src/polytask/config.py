@@ -4,7 +4,6 @@ unknown key is an error that names it and lists the valid keys."""
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import yaml
 
 from polytask.errors import ConfigError
+from polytask.typecheck import check_value
 
 # epochs, batch_size and lr when neither the user nor the dataset sets them
 DEFAULT_TRAINING = {"epochs": 20, "batch_size": 64, "lr": 2e-3}
@@ -110,32 +110,6 @@ def resolve_training(settings: TrainSettings, dataset_defaults: dict[str, Any] |
     return dataclasses.replace(settings, **filled) if filled else settings
 
 
-def _check_type(name: str, value: Any, annotation: Any) -> None:
-    """Light structural check of a YAML value against a field annotation."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(annotation):
-            try:
-                return _check_type(name, value, arg)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if annotation is type(None):
-        if value is not None:
-            raise ConfigError(f"config key {name!r}: expected null, got {value!r}")
-        return
-    base = origin or annotation
-    if base is Any:
-        return
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
-        return
-    if base is int and isinstance(value, bool):
-        raise ConfigError(f"config key {name!r}: expected an integer, got {value!r}")
-    if isinstance(base, type) and not isinstance(value, base):
-        raise ConfigError(f"config key {name!r}: expected {getattr(base, '__name__', base)}, got {value!r}")
-
-
 def from_mapping(cls: type, values: dict[str, Any], source: str = "config") -> Any:
     """Build dataclass ``cls`` from ``values``; unknown keys and wrong types raise :class:`ConfigError`."""
     if not isinstance(values, dict):
@@ -147,10 +121,7 @@ def from_mapping(cls: type, values: dict[str, Any], source: str = "config") -> A
             f"{source}: unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        _check_type(key, value, hints[key])
-    if "lr" in values:
-        values = {**values, "lr": float(values["lr"])}
+    values = {key: check_value(key, value, hints[key]) for key, value in values.items()}
     return cls(**values)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from polytask.errors import ConfigError, UnknownNameError
+from polytask.typecheck import annotations_of, check_value
 
 T = TypeVar("T")
 
@@ -64,6 +65,17 @@ class Registry(Generic[T]):
             raise ConfigError(
                 f"{self.kind} {name!r} has no option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}"
             )
+
+    def check_option_types(self, name: str, kwargs: dict, where: str) -> dict:
+        """``kwargs`` checked against the annotations of the factory of ``name`` (for options from a config
+        file; ``where`` is their key path, e.g. ``method_options.famo``): unknown options and values of the
+        wrong type are :class:`ConfigError` naming the key; returns them coerced (``1e-3`` read as a
+        string by YAML becomes a float)."""
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"config key {where}: expected a mapping of options, got {kwargs!r}")
+        self.check_options(name, kwargs)
+        hints = annotations_of(self.get(name))
+        return {k: check_value(f"{where}.{k}", v, hints[k]) if k in hints else v for k, v in kwargs.items()}
 
     def create(self, name: str, **kwargs) -> T:
         """Build ``name``; an option the factory does not take, or a required one not given, is an error

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from polytask import balancing, models
-from polytask.config import RunConfig, TrainSettings, resolve_training
+from polytask.config import CompareConfig, RunConfig, TrainSettings, resolve_training
 from polytask.data import MultiTaskData
+from polytask.data import check_options as check_dataset_options
 from polytask.data import create as create_dataset
 from polytask.errors import CheckpointError, ConfigError
 from polytask.training import Trainer, TrainResult
@@ -69,6 +71,30 @@ def train_run(
     return result
 
 
+def check_config_options(config: Any) -> Any:
+    """``config`` (a RunConfig, CompareConfig or GroupConfig) with its ``dataset_options``,
+    ``arch_options`` and ``method_options`` checked against the factories they go to: unknown options and
+    values of the wrong type are :class:`ConfigError` naming the key path (``method_options.famo.gamma``),
+    before any data is built or trained."""
+    changes: dict[str, Any] = {"dataset_options": check_dataset_options(config.dataset, config.dataset_options)}
+    if isinstance(config, CompareConfig):
+        changes["arch_options"] = {
+            a: models.MODELS.check_option_types(a, o, f"arch_options.{a}") for a, o in config.arch_options.items()
+        }
+        changes["method_options"] = {
+            m: balancing.BALANCERS.check_option_types(m, o, f"method_options.{m}")
+            for m, o in config.method_options.items()
+        }
+    else:
+        if config.arch is not None:
+            changes["arch_options"] = models.MODELS.check_option_types(config.arch, config.arch_options, "arch_options")
+        if hasattr(config, "method_options"):
+            changes["method_options"] = balancing.BALANCERS.check_option_types(
+                config.method, config.method_options, "method_options"
+            )
+    return dataclasses.replace(config, **changes)
+
+
 #: RunConfig keys that may differ between a run and its resumption: where it runs and writes, and a larger
 #: ``epochs`` (continuing the training; a smaller one is refused, see :func:`check_resumable`)
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "out"})
@@ -124,9 +150,10 @@ def run_from_config(
     """``polytask train``: one run described by a :class:`RunConfig`. With ``out``: ``resume`` continues the
     run there (same config but a larger ``epochs``), otherwise a directory holding a run is refused unless
     ``overwrite``."""
-    # validate every name before building anything, so a typo fails in milliseconds
+    # validate every name and option before building anything, so a typo fails in milliseconds
     models.MODELS.get(config.arch)
     balancing.BALANCERS.get(config.method)
+    config = check_config_options(config)
     data = create_dataset(config.dataset, **config.dataset_options)
     if config.tasks:
         data = data.select(config.tasks)

@@ -17,6 +17,8 @@ from polytask.data import task_groups as _task_groups  # noqa: F401
 from polytask.data.base import BatchLoader, MultiTaskData, Split, cache_dir
 from polytask.data.partial import keep_labels
 from polytask.data.registry import DATASETS
+from polytask.errors import ConfigError
+from polytask.typecheck import annotations_of, check_value
 
 
 def create(name: str, labelled: Mapping[str, float] | None = None, label_seed: int = 0, **options) -> MultiTaskData:
@@ -27,9 +29,22 @@ def create(name: str, labelled: Mapping[str, float] | None = None, label_seed: i
     return data if labelled is None else keep_labels(data, labelled, label_seed)
 
 
+def check_options(name: str, options: dict, where: str = "dataset_options") -> dict:
+    """Dataset options from a config file, checked against :func:`create` (``labelled``, ``label_seed``)
+    and the factory of ``name``: unknown options and wrong types are errors naming the key path; returns
+    them coerced (see :mod:`polytask.typecheck`)."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"config key {where}: expected a mapping of options, got {options!r}")
+    shared = {k: options[k] for k in ("labelled", "label_seed") if k in options}
+    hints = annotations_of(create)
+    checked = {k: check_value(f"{where}.{k}", v, hints[k]) for k, v in shared.items()}
+    rest = {k: v for k, v in options.items() if k not in shared}
+    return {**DATASETS.check_option_types(name, rest, where), **checked}
+
+
 def available() -> list[str]:
     """Names of every registered dataset."""
     return DATASETS.available()
 
 
-__all__ = ["DATASETS", "BatchLoader", "MultiTaskData", "Split", "available", "cache_dir", "create"]
+__all__ = ["DATASETS", "BatchLoader", "MultiTaskData", "Split", "available", "cache_dir", "check_options", "create"]

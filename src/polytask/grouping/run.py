@@ -191,10 +191,13 @@ def _dataset_options(name: str) -> list[str]:
 
 def run_grouping(config: GroupConfig, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
     """Every seed; writes ``grouping.json`` and the affinity heat-maps into ``config.out``."""
+    from polytask.runs import check_config_options
+    from polytask.utils import check_writable
+
+    config = check_config_options(config)  # bad options fail before any data is built
+    out = check_writable(Path(config.out or "runs/group"), "the output directory (--out)")
     data = create_dataset(config.dataset, **config.dataset_options)
     config = _with_recommendations(config, data)
-    out = Path(config.out or "runs/group")
-    out.mkdir(parents=True, exist_ok=True)
     records = []
     for seed in tqdm(config.seeds, desc="seeds", disable=not progress):
         records.append(run_seed(config, seed, log, progress))
