@@ -235,8 +235,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from polytask.report import leaderboard_markdown, load_results, write_report
+    from polytask.report.summary import recompute
 
-    results = load_results(args.path)
+    stored = load_results(args.path)
+    results = recompute(stored)  # validated; ΔMTL and the summary from the runs themselves
+    if stored.get("summary") != results["summary"]:
+        print("note: the stored summary does not follow from the runs (edited?); the report uses the runs")
     out = Path(args.path)
     out = out if out.is_dir() else out.parent
     paths = write_report(results, out)

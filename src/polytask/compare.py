@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -31,8 +30,9 @@ from polytask.data import MultiTaskData, cache_dir
 from polytask.data import create as create_dataset
 from polytask.data.base import config_hash
 from polytask.errors import CheckpointError, ConfigError
-from polytask.metrics.delta import CONVENTION_KEYS, CONVENTIONS, defined_directions, delta_m, delta_mtl
+from polytask.metrics.delta import CONVENTIONS, defined_directions, delta_m, delta_mtl
 from polytask.report.leaderboard import group_not_run
+from polytask.report.summary import SCHEMA, summarize
 from polytask.runs import check_config_options, train_run
 from polytask.saved_runs import SavedRuns
 from polytask.training.pairing import pairing_problem
@@ -126,13 +126,6 @@ def _mean_scores(results: list[dict]) -> dict[str, dict[str, float]]:
 NOT_IN_RUN_KEY = frozenset(
     {"archs", "methods", "seeds", "tasks", "auxiliary", "arch_options", "method_options", "out", "cache", "delta"}
 )
-
-
-def _stats(values: list[float]) -> dict[str, float | None]:
-    vals = [v for v in values if v is not None and v == v]
-    if not vals:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None, "n": len(vals)}
 
 
 class Comparison:
@@ -363,31 +356,8 @@ class Comparison:
         }
 
     def _assemble(self, data: MultiTaskData, baselines: dict, runs: list[dict], seconds: float) -> dict[str, Any]:
-        summary = []
-        for arch, method in self.pairs:
-            rs = [r for r in runs if r["arch"] == arch and r["method"] == method]
-            metrics = {
-                t: {m: _stats([r["test_scores"][t][m] for r in rs]) for m in rs[0]["test_scores"][t]}
-                for t in rs[0]["test_scores"]
-            }
-            summary.append(
-                {
-                    "method": method,
-                    "arch": arch,
-                    "delta_mtl": _stats([r["delta_mtl"] for r in rs]),
-                    "delta_m": _stats([r["delta_m"] for r in rs]),
-                    "metrics": metrics,
-                    "params": rs[0]["params"],
-                    "ms_per_step": statistics.fmean(r["ms_per_step"] for r in rs),
-                    "ms_per_image": _stats([r["ms_per_image"] for r in rs])["mean"],
-                    "baseline_arch": baseline_arch(arch),
-                }
-            )
-        key, higher_is_better = CONVENTION_KEYS[self.config.delta]
-        sign = 1.0 if higher_is_better else -1.0
-        summary.sort(key=lambda s: -sign * s[key]["mean"] if s[key]["mean"] is not None else math.inf)
-        return {
-            "schema": "polytask.compare/1",
+        results = {
+            "schema": SCHEMA,
             "polytask_version": __version__,
             "created": datetime.now().isoformat(timespec="seconds"),
             "wall_seconds": seconds,
@@ -402,6 +372,7 @@ class Comparison:
             "tasks": [{"name": t.name, "kind": t.kind, "role": t.role, "metrics": t.directions} for t in data.tasks],
             "baselines": baselines,
             "runs": runs,
-            "summary": summary,
             "not_run": self.not_run,
         }
+        results["summary"] = summarize(results, self.config.delta)
+        return results
