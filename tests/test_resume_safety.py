@@ -106,3 +106,23 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_one(tmp_path, capsys):
         == 0
     )
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
+def test_a_flipped_byte_in_the_checkpoint_is_found_on_load(tiny_data, tmp_path):
+    _trainer(tiny_data, tmp_path, 1).fit()
+    path = tmp_path / "checkpoint.pt"
+    raw = bytearray(path.read_bytes())
+    # a byte in the middle of the largest tensor's data (the first layer's weights), not in any header
+    raw[len(raw) // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(pt.CheckpointError, match="does not match its checksum"):
+        _trainer(tiny_data, tmp_path, 2).fit(resume=True)
+
+
+def test_a_checkpoint_without_the_trainers_keys_is_a_clear_error(tiny_data, tmp_path):
+    from polytask.training.checkpoint import save_checkpoint
+
+    _trainer(tiny_data, tmp_path, 1).fit()
+    save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "epoch": 1})  # hand-made
+    with pytest.raises(pt.CheckpointError, match="lacks optimizer, balancer, rng, history"):
+        _trainer(tiny_data, tmp_path, 2).fit(resume=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import random
@@ -15,7 +16,9 @@ import torch
 from polytask.errors import CheckpointError
 from polytask.utils import atomic_write
 
-FORMAT_VERSION = 1
+# 2: the torch.save payload wrapped with its SHA-256 (a flipped byte inside tensor data loaded silently);
+# 1: the bare payload (still read, without the check)
+FORMAT_VERSION = 2
 
 
 def rng_state() -> dict[str, Any]:
@@ -43,22 +46,54 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically save ``state`` (plus the format version) to ``path``."""
-    buffer = io.BytesIO()  # serialise in memory, then one write: half the cost of torch.save to a file
-    torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
-    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    """Atomically save ``state`` to ``path``: its ``torch.save`` bytes with their SHA-256, so that a changed
+    byte anywhere (tensor data included) is found on load."""
+    payload = io.BytesIO()  # serialise in memory, then one write: half the cost of torch.save to a file
+    torch.save({"format_version": FORMAT_VERSION, **state}, payload)
+    data = payload.getbuffer()
+    outer = io.BytesIO()
+    wrapped = {
+        "format_version": FORMAT_VERSION,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "payload": torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.zeros(0, dtype=torch.uint8),
+    }
+    torch.save(wrapped, outer)
+    atomic_write(path, lambda f: f.write(outer.getbuffer()))
+
+
+def _torch_load(source: Any, path: Path, map_location: str | torch.device) -> Any:
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; missing or corrupt files raise
-    :class:`CheckpointError` naming the file."""
+    """Load a checkpoint written by :func:`save_checkpoint`; a missing file, a corrupt one or one whose
+    contents no longer match their checksum raise :class:`CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+    state = _torch_load(path, path, "cpu")
+    if isinstance(state, dict) and state.get("format_version") == FORMAT_VERSION and "payload" in state:
+        payload = state["payload"]
+        if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
+            raise CheckpointError(f"checkpoint {path} is not a polytask checkpoint (bad payload)")
+        data = payload.numpy().tobytes()
+        if hashlib.sha256(data).hexdigest() != state.get("sha256"):
+            raise CheckpointError(
+                f"checkpoint {path} does not match its checksum: it was changed or damaged after it was written"
+            )
+        state = _torch_load(io.BytesIO(data), path, map_location)
+    elif map_location != "cpu" and isinstance(state, dict):  # a format-1 file: load it again where asked
+        state = _torch_load(path, path, map_location)
+    if not isinstance(state, dict) or state.get("format_version") not in (1, FORMAT_VERSION):
         raise CheckpointError(f"checkpoint {path} is not a polytask checkpoint (format {FORMAT_VERSION})")
     return state
+
+
+def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` listing the ``keys`` that ``state`` lacks."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it was not written by this Trainer")

@@ -24,7 +24,7 @@ from polytask.errors import NonFiniteGradientError, NonFiniteLossError, NoTaskPr
 from polytask.metrics.delta import relative_gains
 from polytask.models.base import MultiTaskModel, count_parameters
 from polytask.tasks import Task, add_intermediate_losses, complete_tasks, compute_losses, unlabelled_tasks
-from polytask.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from polytask.training.checkpoint import load_checkpoint, require_keys, rng_state, save_checkpoint, set_rng_state
 from polytask.training.evaluation import EvalResult, evaluate, move_batch
 from polytask.training.finite import buffer_snapshot, check_finite_losses, check_finite_model, gradients_finite
 from polytask.training.logs import EpochLogger
@@ -68,6 +68,20 @@ def selection_score(scores: Scores, reference: Scores, directions: Mapping[str, 
         return float("nan")
     gains = relative_gains(scores, reference, usable)
     return sum(gains.values()) / len(gains)
+
+
+# the training state a checkpoint carries besides the model, optimizer, balancer and RNG states
+RESUMED = (
+    "epoch",
+    "history",
+    "best_epoch",
+    "best_score",
+    "best_model",
+    "reference",
+    "steps",
+    "train_seconds",
+    "skipped",
+)
 
 
 class Trainer:
@@ -222,6 +236,7 @@ class Trainer:
             if self.checkpoint_path is None:
                 raise PolytaskError("resume=True needs out_dir (where checkpoint.pt lives)")
             ckpt = load_checkpoint(self.checkpoint_path, map_location=self.device)
+            require_keys(ckpt, ("model", "optimizer", "balancer", "rng", *RESUMED), self.checkpoint_path)
             try:
                 self.model.load_state_dict(ckpt["model"])
                 self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -231,20 +246,7 @@ class Trainer:
                     f"checkpoint {self.checkpoint_path} does not fit this model/optimizer/balancer: {exc}"
                 ) from exc
             set_rng_state(ckpt["rng"])
-            state = {
-                k: ckpt[k]
-                for k in (
-                    "epoch",
-                    "history",
-                    "best_epoch",
-                    "best_score",
-                    "best_model",
-                    "reference",
-                    "steps",
-                    "train_seconds",
-                    "skipped",
-                )
-            }
+            state = {k: ckpt[k] for k in RESUMED}
             if ckpt.get("best_is_current"):  # saved without a second copy of the same weights
                 state["best_model"] = copy.deepcopy(self.model.state_dict())
             if self.logger is not None:  # the checkpoint's history: a torn or longer log is replaced
