@@ -80,3 +80,51 @@ def test_an_unwritable_out_or_cache_is_an_error_before_any_training(tmp_path, ca
     assert (
         f"the output directory (out / --out) {blocker / 'run'} is not a writable directory" in capsys.readouterr().err
     )
+
+
+def test_temporaries_of_killed_writes_are_removed_and_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from polytask.utils import write_json
+
+    target = tmp_path / "result.json"
+    dead = tmp_path / ".result.json.999999999.abc123.tmp"  # no such process
+    alive = tmp_path / f".result.json.{os.getppid()}.def456.tmp"  # a writer still at work
+    dead.write_bytes(b"x" * 1000)
+    alive.write_bytes(b"y")
+    old = os.umask(0o022)
+    try:
+        write_json(target, {"a": 1})
+    finally:
+        os.umask(old)
+    assert not dead.exists() and alive.exists()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
+def test_a_second_compare_on_the_same_out_is_refused(tmp_path, capsys):
+    from polytask.utils import directory_lock
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out"
+    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    with directory_lock(out, "a test"):  # what the first process holds while it runs
+        assert main([*args, "--out", str(out)]) == 2
+    assert f"{out} is in use by polytask process" in capsys.readouterr().err
+    assert main([*args, "--out", str(out)]) == 0  # released
+
+
+def test_a_run_killed_before_its_cache_write_fills_the_cache_next_time(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("POLYTASK_CACHE", str(cache))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    for entry in (cache / "stl").glob("*.json"):  # as if killed between result.json and the cache write
+        entry.unlink()
+    calls = []
+    monkeypatch.setattr("polytask.compare.train_run", lambda *a, **k: calls.append(a))
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert calls == [] and len(list((cache / "stl").glob("*.json"))) == 3

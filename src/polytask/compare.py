@@ -36,7 +36,7 @@ from polytask.report.summary import SCHEMA, summarize
 from polytask.runs import check_config_options, train_run
 from polytask.saved_runs import SavedRuns
 from polytask.training.pairing import pairing_problem
-from polytask.utils import check_writable, resolve_device, write_json
+from polytask.utils import check_writable, directory_lock, resolve_device, write_json
 
 STL_METHOD = "ew"
 
@@ -158,6 +158,8 @@ class Comparison:
         for candidate in ([cache_file] if use_cache else []) + [run_dir / "result.json"]:
             saved = self.saved.result(candidate, digest)
             if saved is not None:
+                if use_cache and candidate != cache_file and not cache_file.exists():
+                    write_json(cache_file, saved)  # killed after the run's result, before its cache entry
                 return _scores_from_json(saved)
         resume = (run_dir / "checkpoint.pt").exists() and self.saved.key_matches(run_dir / "key.json", digest)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -175,11 +177,15 @@ class Comparison:
 
     # ------------------------------------------------------------------------------------ the job
     def run(self) -> dict[str, Any]:
-        start = time.perf_counter()
         # before any training: an unwritable place would otherwise fail after minutes of it
         check_writable(self.out, "the output directory (--out)")
         if self.config.cache:
             check_writable(cache_dir() / "stl", "the cache directory ($POLYTASK_CACHE; or pass --no-cache)")
+        with directory_lock(self.out, "polytask compare"):  # one comparison writes into an --out at a time
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        start = time.perf_counter()
         data = create_dataset(self.config.dataset, **self.config.dataset_options)
         if self.config.tasks:
             data = data.select(self.config.tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -16,7 +17,7 @@ from polytask.errors import CheckpointError, ConfigError
 from polytask.training import Trainer, TrainResult
 from polytask.training.cost import ms_per_input
 from polytask.training.pairing import check_pairing
-from polytask.utils import check_writable, process_group, resolve_device, seed_everything, write_json
+from polytask.utils import check_writable, directory_lock, process_group, resolve_device, seed_everything, write_json
 
 
 def train_run(
@@ -160,24 +161,26 @@ def run_from_config(
     config = resolve_training(config, data.info.get("train_defaults"))
     out = Path(config.out) if config.out else None
     resolved = json.loads(json.dumps(config.__dict__))
+    writer = (process_group() or (0, 1))[0] == 0  # under torchrun, process 0 writes
     if out is not None:
         out = check_writable(out, "the output directory (out / --out)")
-    if out is not None and resume:
-        check_resumable(out, resolved)
-    elif out is not None and not overwrite:
-        check_fresh(out)
-    if out is not None and (process_group() or (0, 1))[0] == 0:  # under torchrun, process 0 writes
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", resolved)
-    return train_run(
-        data,
-        config.arch,
-        config.method,
-        config.seed,
-        config,
-        config.arch_options,
-        config.method_options,
-        out,
-        progress=progress,
-        resume=resume,
-    )
+    lock = directory_lock(out, "polytask train") if out is not None and writer else contextlib.nullcontext()
+    with lock:  # one run writes into an output directory at a time
+        if out is not None and resume:
+            check_resumable(out, resolved)
+        elif out is not None and not overwrite:
+            check_fresh(out)
+        if out is not None and writer:
+            write_json(out / "config.json", resolved)
+        return train_run(
+            data,
+            config.arch,
+            config.method,
+            config.seed,
+            config,
+            config.arch_options,
+            config.method_options,
+            out,
+            progress=progress,
+            resume=resume,
+        )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,16 +53,45 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files that writes of ``path`` by processes no longer alive left behind (a kill
+    between the temporary file and the rename; each can be checkpoint-sized)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2 :].split(".")
+        if parts and parts[0].isdigit() and int(parts[0]) != os.getpid() and not _process_alive(int(parts[0])):
+            tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` through ``write(file)`` into a temporary file, fsync, then rename over the target:
-    readers see the old file or the new one, never half of one."""
+    readers see the old file or the new one, never half of one. The file gets the permissions the umask
+    gives a new file (not the temporary file's 0600), and temporary files of earlier writes of ``path``
+    by processes that were killed are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -80,6 +111,32 @@ def check_writable(directory: str | Path, what: str) -> Path:
     except OSError as exc:
         raise PolytaskError(f"{what} {directory} is not a writable directory ({exc.strerror or exc})") from None
     return directory
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (its ``.lock`` file) while the block runs; a second process
+    asking for it gets a :class:`PolytaskError` at once instead of interleaving its files with the first's.
+    The lock goes with the process, however it ends."""
+    path = Path(directory) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise PolytaskError(f"{directory} is in use by {holder}: run {what} with another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"polytask process {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

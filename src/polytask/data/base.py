@@ -6,6 +6,7 @@ A batch is ``(inputs, {task: target, task + "_mask": optional bool})``, the form
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -186,9 +187,9 @@ def config_hash(config: Mapping) -> str:
 def cached_arrays(name: str, config: Mapping, build) -> dict:
     """``build(**config)`` (a dict of numpy arrays), cached as ``<cache>/data/<name>-<hash>.npz``; a corrupt
     cache file is rebuilt, never trusted, and an unwritable cache only costs the rebuild next time."""
-    import tempfile
-
     import numpy as np
+
+    from polytask.utils import atomic_write
 
     path = cache_dir() / "data" / f"{name}-{config_hash(config)}.npz"
     if path.exists():
@@ -198,12 +199,6 @@ def cached_arrays(name: str, config: Mapping, build) -> dict:
         except Exception:
             path.unlink(missing_ok=True)
     arrays = build(**config)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the rebuild next time
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     return arrays
