@@ -178,7 +178,7 @@ class Comparison:
     # ------------------------------------------------------------------------------------ the job
     def run(self) -> dict[str, Any]:
         # before any training: an unwritable place would otherwise fail after minutes of it
-        check_writable(self.out, "the output directory (--out)")
+        self.out = check_writable(self.out, "the output directory (--out)")  # ~ expanded
         if self.config.cache:
             check_writable(cache_dir() / "stl", "the cache directory ($POLYTASK_CACHE; or pass --no-cache)")
         with directory_lock(self.out, "polytask compare"):  # one comparison writes into an --out at a time
