@@ -43,25 +43,8 @@ def test_list_one_entry_shows_its_documentation_and_options(capsys):
 def test_compare_writes_results_leaderboard_and_report(tmp_path, capsys):
     cfg = write_yaml(tmp_path / "c.yaml", {**TINY, "archs": ["hps_mlp"]})
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "compare",
-                "--config",
-                cfg,
-                "--methods",
-                "ew,famo",
-                "--seeds",
-                "2",
-                "--epochs",
-                "2",
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    args = ["compare", "--config", cfg, "--methods", "ew,famo", "--seeds", "2", "--epochs", "2", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "| famo" in printed and "| single-task" in printed and "ΔMTL" in printed
     results = json.loads((out / "results.json").read_text())
@@ -85,27 +68,7 @@ def test_compare_writes_results_leaderboard_and_report(tmp_path, capsys):
     assert "| famo" in board and board.index("Δp % ↑") < board.index("Δm % ↓")
     assert main(["report", str(out)]) == 0  # rebuilt from results.json alone
     # --delta m on the same output: the finished runs are reused, the leaderboard sorts and leads with Δm
-    assert (
-        main(
-            [
-                "compare",
-                "--config",
-                cfg,
-                "--methods",
-                "ew,famo",
-                "--seeds",
-                "2",
-                "--epochs",
-                "2",
-                "--out",
-                str(out),
-                "--quiet",
-                "--delta",
-                "m",
-            ]
-        )
-        == 0
-    )
+    assert main([*args, "--quiet", "--delta", "m"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert [r["test_scores"] for r in again["runs"]] == [r["test_scores"] for r in results["runs"]]
     assert again["delta_mtl_convention"]["leaderboard"] == "m"

@@ -8,26 +8,6 @@ import torch
 import polytask as pt
 
 
-def _trainer(data, arch="hps_resnet", method="ew", epochs=1, **kw):
-    pt.seed_everything(0)
-    model = pt.models.create(arch, tasks=data.tasks, input_shape=data.input_shape)
-    balancer = pt.balancing.create(method, tasks=[t.name for t in data.tasks])
-    return pt.Trainer(
-        model,
-        data.tasks,
-        balancer,
-        data.train,
-        data.val,
-        data.test,
-        epochs=epochs,
-        batch_size=32,
-        lr=1e-3,
-        progress=False,
-        seed=0,
-        **kw,
-    )
-
-
 def _poisoned(data, row=0):
     x = data.train.inputs.clone()
     x[row] = float("nan")
@@ -36,8 +16,8 @@ def _poisoned(data, row=0):
 
 
 @pytest.mark.parametrize("method", ["ew", "mgda"])
-def test_a_skipped_batch_leaves_batchnorm_statistics_untouched(tiny_data, method):
-    trainer = _trainer(_poisoned(tiny_data), method=method, on_nonfinite="skip")
+def test_a_skipped_batch_leaves_batchnorm_statistics_untouched(tiny_data, build_trainer, method):
+    trainer = build_trainer(_poisoned(tiny_data), method=method, arch="hps_resnet", on_nonfinite="skip")
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.model.modules())
     result = trainer.fit()
     assert result.skipped_batches == 1
@@ -46,8 +26,8 @@ def test_a_skipped_batch_leaves_batchnorm_statistics_untouched(tiny_data, method
     assert all(v == v for scores in result.test_scores.values() for v in scores.values())
 
 
-def test_a_model_that_is_not_finite_is_an_error_not_a_result(tiny_data):
-    trainer = _trainer(tiny_data)
+def test_a_model_that_is_not_finite_is_an_error_not_a_result(tiny_data, build_trainer):
+    trainer = build_trainer(tiny_data, arch="hps_resnet")
     with torch.no_grad():  # what a poisoned running statistic does to every later evaluation
         next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var.fill_(float("nan"))
     with pytest.raises(pt.errors.NonFiniteMetricError, match="NaN or inf"):
@@ -77,9 +57,9 @@ def test_absent_tasks_are_still_given_as_none():
 
 
 @pytest.mark.parametrize("method", ["ew", "uw", "mgda"])
-def test_a_finite_loss_with_a_non_finite_gradient_is_handled_alike(tiny_data, method):
+def test_a_finite_loss_with_a_non_finite_gradient_is_handled_alike(tiny_data, build_trainer, method):
     # the sqrt of a weight that starts at 0: finite loss 0, infinite gradient, in every balancer
-    trainer = _trainer(tiny_data, arch="hps_mlp", method=method)
+    trainer = build_trainer(tiny_data, method=method)
     first = next(p for p in trainer.model.shared_parameters() if p.dim() == 2)
     with torch.no_grad():
         first.zero_()

@@ -9,34 +9,14 @@ import polytask as pt
 from polytask.cli import main
 
 
-def _trainer(data, out, epochs):
-    pt.seed_everything(0)
-    model = pt.models.create("hps_mlp", tasks=data.tasks, input_shape=data.input_shape)
-    balancer = pt.balancing.create("ew", tasks=[t.name for t in data.tasks])
-    return pt.Trainer(
-        model,
-        data.tasks,
-        balancer,
-        data.train,
-        data.val,
-        data.test,
-        epochs=epochs,
-        batch_size=32,
-        lr=1e-3,
-        out_dir=out,
-        progress=False,
-        seed=0,
-    )
-
-
-def test_a_torn_last_log_line_does_not_block_resume(tiny_data, tmp_path):
-    full = _trainer(tiny_data, tmp_path / "full", 3).fit()
-    _trainer(tiny_data, tmp_path / "part", 2).fit()
+def test_a_torn_last_log_line_does_not_block_resume(tiny_data, build_trainer, tmp_path):
+    full = build_trainer(tiny_data, epochs=3, out_dir=tmp_path / "full").fit()
+    build_trainer(tiny_data, epochs=2, out_dir=tmp_path / "part").fit()
     log = tmp_path / "part" / "log.jsonl"
     with log.open("a") as f:  # a kill or a full disk during an append
         f.write('{"epoch": 3, "train_loss": {"left": 0.5')
     assert pt.training.logs.EpochLogger(tmp_path / "part").read()[-1]["epoch"] == 2  # the torn line left out
-    resumed = _trainer(tiny_data, tmp_path / "part", 3).fit(resume=True)
+    resumed = build_trainer(tiny_data, epochs=3, out_dir=tmp_path / "part").fit(resume=True)
     assert resumed.test_scores == full.test_scores
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -108,21 +88,21 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_one(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
 
 
-def test_a_flipped_byte_in_the_checkpoint_is_found_on_load(tiny_data, tmp_path):
-    _trainer(tiny_data, tmp_path, 1).fit()
+def test_a_flipped_byte_in_the_checkpoint_is_found_on_load(tiny_data, build_trainer, tmp_path):
+    build_trainer(tiny_data, epochs=1, out_dir=tmp_path).fit()
     path = tmp_path / "checkpoint.pt"
     raw = bytearray(path.read_bytes())
     # a byte in the middle of the largest tensor's data (the first layer's weights), not in any header
     raw[len(raw) // 2] ^= 0x10
     path.write_bytes(bytes(raw))
     with pytest.raises(pt.CheckpointError, match="does not match its checksum"):
-        _trainer(tiny_data, tmp_path, 2).fit(resume=True)
+        build_trainer(tiny_data, epochs=2, out_dir=tmp_path).fit(resume=True)
 
 
-def test_a_checkpoint_without_the_trainers_keys_is_a_clear_error(tiny_data, tmp_path):
+def test_a_checkpoint_without_the_trainers_keys_is_a_clear_error(tiny_data, build_trainer, tmp_path):
     from polytask.training.checkpoint import save_checkpoint
 
-    _trainer(tiny_data, tmp_path, 1).fit()
+    build_trainer(tiny_data, epochs=1, out_dir=tmp_path).fit()
     save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "epoch": 1})  # hand-made
     with pytest.raises(pt.CheckpointError, match="lacks optimizer, balancer, rng, history"):
-        _trainer(tiny_data, tmp_path, 2).fit(resume=True)
+        build_trainer(tiny_data, epochs=2, out_dir=tmp_path).fit(resume=True)

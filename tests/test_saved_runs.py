@@ -8,6 +8,13 @@ import yaml
 from polytask.cli import main
 
 TINY = {"dataset_options": {"n_train": 128, "n_val": 64, "n_test": 64}, "batch_size": 32, "archs": ["hps_mlp"]}
+def _compare_args(tmp_path):
+    """``polytask compare`` of ew on a tiny multidigits, one seed and epoch (add ``--out``)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    return ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+
+
 CORRUPTIONS = {
     "random_bytes": lambda path: path.write_bytes(bytes(range(256)) * 4),
     "json_list": lambda path: path.write_text("[1, 2, 3]"),
@@ -22,10 +29,8 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_a_corrupt_result_or_cache_file_is_a_miss(tmp_path, capsys, corruption):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "out"
-    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    args = _compare_args(tmp_path)
     assert main([*args, "--out", str(out), "--no-cache"]) == 0  # every run's files in --out
     first = json.loads((out / "results.json").read_text())
     run = out / "runs" / "hps_mlp" / "ew" / "seed0" / "result.json"
@@ -45,9 +50,7 @@ def test_a_corrupt_result_or_cache_file_is_a_miss(tmp_path, capsys, corruption):
 def test_a_corrupt_cache_entry_is_a_miss(tmp_path, capsys, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("POLYTASK_CACHE", str(cache))
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
-    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    args = _compare_args(tmp_path)
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     entries = sorted((cache / "stl").glob("*.json"))
     assert len(entries) == 3
@@ -63,11 +66,9 @@ def test_a_corrupt_cache_entry_is_a_miss(tmp_path, capsys, monkeypatch):
 def test_an_unwritable_out_or_cache_is_an_error_before_any_training(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
     calls = []
     monkeypatch.setattr("polytask.compare.train_run", lambda *a, **k: calls.append(a))
-    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    args = _compare_args(tmp_path)
     assert main([*args, "--out", str(blocker / "out")]) == 2
     assert f"the output directory (--out) {blocker / 'out'} is not a writable directory" in capsys.readouterr().err
     monkeypatch.setenv("POLYTASK_CACHE", str(blocker))
@@ -105,10 +106,8 @@ def test_temporaries_of_killed_writes_are_removed_and_files_follow_the_umask(tmp
 def test_a_second_compare_on_the_same_out_is_refused(tmp_path, capsys):
     from polytask.utils import directory_lock
 
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "out"
-    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    args = _compare_args(tmp_path)
     with directory_lock(out, "a test"):  # what the first process holds while it runs
         assert main([*args, "--out", str(out)]) == 2
     assert f"{out} is in use by polytask process" in capsys.readouterr().err
@@ -118,9 +117,7 @@ def test_a_second_compare_on_the_same_out_is_refused(tmp_path, capsys):
 def test_a_run_killed_before_its_cache_write_fills_the_cache_next_time(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("POLYTASK_CACHE", str(cache))
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
-    args = ["compare", "--config", str(cfg), "--methods", "ew", "--seeds", "1", "--epochs", "1", "--quiet"]
+    args = _compare_args(tmp_path)
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     for entry in (cache / "stl").glob("*.json"):  # as if killed between result.json and the cache write
         entry.unlink()
