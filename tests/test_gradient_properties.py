@@ -254,3 +254,16 @@ def test_graddrop_raises_on_a_non_finite_task_gradient():
     balancer = pt.balancing.create("graddrop", tasks=2)
     with pytest.raises(pt.errors.NonFiniteGradientError):
         balancer.backward(losses, representation=z)
+
+
+def test_the_rounding_level_follows_the_gradients_precision():
+    from polytask.balancing.jacobian import TaskJacobian
+
+    theta = torch.zeros(400)
+    f32 = TaskJacobian([theta], [torch.zeros(3, 400)])
+    eps32, eps16 = torch.finfo(torch.float32).eps, torch.finfo(torch.bfloat16).eps
+    assert f32.gram_noise() == pytest.approx(eps32 * 20)  # √400 products
+    assert TaskJacobian([theta], [torch.zeros(3, 400, dtype=torch.float64)]).gram_noise() < 1e-14
+    # float32 gradients of a bfloat16 forward (autocast): bfloat16's precision, not float32's
+    assert f32.gram_noise(torch.bfloat16) == pytest.approx(8 * eps16)
+    assert TaskJacobian([theta], [torch.zeros(3, 400, dtype=torch.bfloat16)]).gram_noise() == pytest.approx(8 * eps16)

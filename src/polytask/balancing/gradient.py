@@ -84,6 +84,9 @@ class GradientBalancer(Balancer):
         self._checked_coverage = False
         # G's relative rounding level in this step (jacobian.noise_level): what gram_weights treats as zero
         self.noise = gw.FLOAT64_NOISE
+        # the lowest precision the per-task gradients went through when their dtype does not show it (the
+        # Trainer sets bfloat16 under AMP: float32 parameter gradients of a bfloat16 forward and backward)
+        self.computed_in: torch.dtype | None = None
 
     def incompatibility(self, shared_params: Params, has_representation: bool | None) -> str | None:
         shared_params = list(shared_params)
@@ -105,7 +108,7 @@ class GradientBalancer(Balancer):
         """Per-target update Jᵀw, the weights w on the shared gradients, and the weights for the heads; J,
         the losses and the weights are over the present tasks (:meth:`present_rows`)."""
         G = self.global_gramian(jacobian).cpu().numpy()
-        self.noise = jacobian.gram_noise()
+        self.noise = jacobian.gram_noise(self.computed_in)
         w_np = self.gram_weights(G, losses.detach().double().cpu().numpy(), np.asarray(self.present_rows()))
         if not np.all(np.isfinite(w_np)):
             raise SolverError(f"{self.name}: non-finite weights {w_np.tolist()} from Gram matrix {G.tolist()}")

@@ -296,11 +296,13 @@ def gramian(grads: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> 
     return G
 
 
-def noise_level(eps: float, columns: int) -> float:
-    """Relative rounding level of a Gram matrix formed in a precision with machine epsilon ``eps`` from
-    rows of ``columns`` entries: eps · max(8, √columns) (a sum of P rounded products errs by about
-    eps √P of the product of the rows' norms)."""
-    return float(eps) * max(8.0, math.sqrt(max(columns, 1)))
+def noise_level(eps: float, columns: int, product_eps: float | None = None) -> float:
+    """Relative rounding level of a Gram matrix of rows of ``columns`` entries stored with machine epsilon
+    ``eps`` and multiplied with ``product_eps`` (default ``eps``): max(8 eps, product_eps √columns). A
+    rounded entry errs by eps of itself, which moves a dot product by about eps of the product of the
+    rows' norms; a sum of P rounded products errs by about product_eps √P of it."""
+    product_eps = eps if product_eps is None else product_eps
+    return max(8.0 * float(eps), float(product_eps) * math.sqrt(max(columns, 1)))
 
 
 def flatten(grads: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -386,17 +388,20 @@ class TaskJacobian:
             G = G * torch.outer(s, s)
         return G
 
-    def gram_noise(self) -> float:
-        """The relative rounding level of :meth:`gramian`'s entries (|δG_kl| ≲ noise ‖g_k‖ ‖g_l‖): the machine
-        epsilon of the lowest precision the per-task gradients (or a factored layer's inputs and output
-        gradients) were computed in, times √P for the P-term dot products (at least 8). Gradient methods
-        treat what lies below it (a near-zero eigenvalue, a near-zero combination) as zero."""
+    def gram_noise(self, computed_in: torch.dtype | None = None) -> float:
+        """The relative rounding level of :meth:`gramian`'s entries (|δG_kl| ≲ noise ‖g_k‖ ‖g_l‖), from
+        :func:`noise_level`: the precision the per-task gradients are stored in (a factored layer's inputs
+        and output gradients included) or were computed in (``computed_in``, e.g. bfloat16 under autocast
+        although the parameters' gradients are float32), and the precision of the P-term dot products.
+        Gradient methods treat what lies below it (a near-zero eigenvalue or combination) as zero."""
         dtypes = [g.dtype for g in self.dense_blocks()]
         for block, _ in self.factored:
             dtypes += [block.inputs.dtype, block.deltas.dtype]
-        eps = max(torch.finfo(d).eps for d in dtypes) if dtypes else float(torch.finfo(torch.float64).eps)
-        columns = sum(t.numel() for t in self.targets)
-        return noise_level(eps, columns)
+        dtypes = dtypes or [torch.float64]
+        stored = max(torch.finfo(d).eps for d in [*dtypes, *([computed_in] if computed_in else [])])
+        # products of half-precision blocks accumulate in float32 (factored layers; GEMM kernels)
+        products = max(torch.finfo(torch.float32 if d in (torch.float16, torch.bfloat16) else d).eps for d in dtypes)
+        return noise_level(stored, sum(t.numel() for t in self.targets), products)
 
     def _gramian(self, dtype: torch.dtype | None) -> torch.Tensor:
         blocks = self.dense_blocks()

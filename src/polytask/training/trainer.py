@@ -157,6 +157,8 @@ class Trainer:
         if amp and self.device.type != "cuda":
             warnings.warn("amp=True has no effect on CPU; training in float32", stacklevel=2)
         self.amp = amp and self.device.type == "cuda"
+        if self.amp and hasattr(balancer, "computed_in"):  # gradient methods cut G's rank at bf16's precision
+            balancer.computed_in = torch.bfloat16
         self.model = model.to(self.device)
         self.balancer = balancer.to(self.device)
         self.tasks = list(tasks)
