@@ -108,31 +108,39 @@ def cagrad_weights(G: np.ndarray, c: float = 0.4, rescale: int = 1, noise: float
     if not scale > 0:  # every gradient is zero
         return uniform / divisor
     A = G / scale  # the weights are invariant to scaling G
-    largest = float(np.diag(A).max())
+    norms = np.sqrt(np.clip(np.diag(A), 0.0, None))
     g0_sq = float(A.mean())
-    if g0_sq <= noise * largest or c == 0:  # g_0 = 0 (to rounding) or c = 0: the ball is the point g_0
+    if g0_sq <= _rounding(A, uniform, noise, norms) or c == 0:  # g_0 = 0 to rounding, or c = 0: d = g_0
         return uniform / divisor
-    w = solvers.cagrad_dual(A, c, smoothing=noise * largest)
+    w = solvers.cagrad_dual(A, c, smoothing=_rounding(A, uniform, noise, norms))
     gw_sq = float(w @ A @ w)
-    if not _cagrad_at_kink(A, w, gw_sq, c * np.sqrt(g0_sq), noise * largest):
+    if not _cagrad_at_kink(A, w, gw_sq, c * np.sqrt(g0_sq), noise, norms):
         return (uniform + c * np.sqrt(g0_sq / gw_sq) * w) / divisor
     return (uniform + dual_cone_offsets(A, A.mean(axis=1))) / divisor
 
 
-def _cagrad_at_kink(A: np.ndarray, w: np.ndarray, gw_sq: float, s: float, rounding: float) -> bool:
-    """Whether CAGrad's dual minimum lies at g_w = 0 (value 0): ‖g_w‖ is at G's rounding level, or the
-    objective at w is 0 to the solver's accuracy and 0 is in the convex hull (the exact min-norm point
-    is at the rounding level). A clearly negative value means a direction of the hull within
-    arccos(−c) of −g_0 (w is then far from the kink); a clearly positive one, that 0 is not in the hull.
-    At value 0 with g_w ≠ 0 (c = 1, g_w ∝ −g_0) the minimiser is not unique and the formula's d is
-    ill-conditioned; the kink's d is then a maximiser of the primal too."""
-    if gw_sq <= 16 * rounding:
+def _rounding(A: np.ndarray, w: np.ndarray, noise: float, norms: np.ndarray) -> float:
+    """The rounding level of ‖Σ w_k g_k‖² = wᵀAw when A's entries err by noise · ‖g_k‖ ‖g_l‖: noise ·
+    (Σ |w_k| ‖g_k‖)²; below it, the combination is 0 as far as G can tell."""
+    return noise * float(np.abs(w) @ norms) ** 2
+
+
+def _cagrad_at_kink(A: np.ndarray, w: np.ndarray, gw_sq: float, s: float, noise: float, norms: np.ndarray) -> bool:
+    """Whether CAGrad's dual minimum lies at g_w = 0 (value 0): ‖g_w‖² is within 16x its rounding level,
+    or the objective at w is 0 to the solver's accuracy (relative to the objective's magnitude; near the
+    kink an iterate's small weights, and so g_w's direction, are mostly its error) and 0 is in the convex
+    hull (the exact min-norm point is within 16x its rounding level). A clearly negative value means a
+    direction of the hull within arccos(−c) of −g_0 (w is then far from the kink); a clearly positive one,
+    that 0 is not in the hull. At value 0 with g_w ≠ 0 (c = 1, g_w ∝ −g_0) the minimiser is not unique
+    and the formula's d is ill-conditioned; the kink's d is then a maximiser of the primal too."""
+    if gw_sq <= 16 * _rounding(A, w, noise, norms):
         return True
     value = float(w @ A.mean(axis=1)) + s * np.sqrt(gw_sq)
-    if abs(value) > 1e-6 * s * np.sqrt(gw_sq):
+    magnitude = float(A.mean()) + s * float(norms.max())  # of the objective over the simplex
+    if abs(value) > 1e-6 * magnitude:  # clearly away from the kink's value 0
         return False
     m = min_norm_weights(A)
-    return float(m @ A @ m) <= 16 * rounding
+    return float(m @ A @ m) <= 16 * _rounding(A, m, noise, norms)
 
 
 def dual_cone_offsets(G: np.ndarray, Jg: np.ndarray) -> np.ndarray:
@@ -267,14 +275,28 @@ def aligned_mtl_weights(
 
 
 def aligned_mtl_transform(G: np.ndarray, scale: str = "min", noise: float = FLOAT64_NOISE) -> np.ndarray:
-    """Aligned-MTL's balance matrix B = σ V Λ^{−1/2} Vᵀ (eigenpairs of G above ``noise`` · λ_max); the
-    identity when G = 0."""
+    """Aligned-MTL's balance matrix B = σ V Λ^{−1/2} Vᵀ over the r largest eigenpairs of G, r its numerical
+    rank; the identity when G = 0.
+
+    The rank is read off the cosine matrix C = N⁻¹GN⁻¹ (the same rank as G), whose entries all err by
+    about ``noise`` whatever the tasks' gradient norms: eigenvalues of C below K · noise are rounding. (A
+    cut on G's own spectrum relative to λ_max would drop the eigenvalue of a task whose gradient is merely
+    small, which is well determined.) Eigenvalues below float64's resolution of G's spectrum (K eps λ_max)
+    are dropped too"""
     if scale not in ALIGNED_SCALES:
         raise PolytaskError(f"aligned_mtl: scale must be one of {ALIGNED_SCALES}, got {scale!r}")
     K = G.shape[0]
+    norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    if not (norms > 0).any():
+        return np.eye(K)
+    active = norms > 0
+    n = norms[active]
+    cosine_eigs = np.linalg.eigvalsh(G[np.ix_(active, active)] / np.outer(n, n))
+    rank = int((cosine_eigs > K * max(noise, float(np.finfo(np.float64).eps))).sum())
     lam, V = np.linalg.eigh(G)
-    tol = max(float(lam.max()), 0.0) * max(noise, K * float(np.finfo(np.float64).eps))
-    keep = lam > tol
+    keep = np.zeros(K, dtype=bool)
+    keep[K - rank :] = True  # eigh's order: ascending
+    keep &= lam > float(lam.max()) * K * float(np.finfo(np.float64).eps)  # what eigh of G can resolve
     if not keep.any():
         return np.eye(K)
     lam, V = lam[keep], V[:, keep]
