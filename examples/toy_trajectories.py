@@ -144,7 +144,7 @@ def main() -> None:
     grid = torch.linspace(-10, 10, 201)
     X1, X2 = torch.meshgrid(grid, grid, indexing="xy")
     mean_loss = toy_losses(torch.stack([X1, X2], dim=-1), scale).mean(-1).numpy()
-    cols = 6
+    cols = min(6, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
     start_time = time.perf_counter()
