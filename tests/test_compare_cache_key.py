@@ -100,3 +100,19 @@ def test_fields_left_out_of_the_key_do_not_change_it(name):
         "delta": "m",
     }[name]
     assert _key(dataclasses.replace(base, **{field.name: value})) == _key(base)
+
+
+def test_files_you_download_enter_the_key(tmp_path):
+    import os
+
+    data = tmp_path / "census"
+    data.mkdir()
+    (data / "census-income.data").write_text("a, b\n")
+    (data / "census-income.test").write_text("a, b\n")
+    config = CompareConfig(dataset="census_income", dataset_options={"path": str(data)}, epochs=1)
+    before = _key(config)
+    assert _key(config) == before
+    stat = (data / "census-income.data").stat()
+    (data / "census-income.data").write_text("a, c\n")  # replaced in place, same name and size
+    os.utime(data / "census-income.data", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert _key(config) != before

@@ -36,7 +36,7 @@ from polytask.report.summary import SCHEMA, summarize
 from polytask.runs import check_config_options, train_run
 from polytask.saved_runs import SavedRuns
 from polytask.training.pairing import pairing_problem
-from polytask.utils import check_writable, directory_lock, resolve_device, write_json
+from polytask.utils import check_writable, directory_lock, files_fingerprint, resolve_device, write_json
 
 STL_METHOD = "ew"
 
@@ -149,6 +149,8 @@ class Comparison:
         key = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name not in NOT_IN_RUN_KEY}
         key["device"] = resolve_device(c.device).type  # cuda:0 and cuda:1 give the same numbers
         key["torch"] = torch.__version__
+        if isinstance(c.dataset_options.get("path"), str):  # files you download: changed in place, a miss
+            key["data_files"] = files_fingerprint(c.dataset_options["path"])
         return key
 
     def _cached_run(self, key: dict[str, Any], run_dir: Path, cache_file: Path | None, fn) -> dict[str, Any]:

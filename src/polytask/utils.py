@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import random
@@ -137,6 +138,21 @@ def directory_lock(directory: str | Path, what: str) -> Iterator[None]:
             f.seek(0)
             f.truncate()
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def files_fingerprint(path: str | Path) -> str:
+    """A hash of the names, sizes and modification times of the files at ``path`` (a file, or every file
+    below a directory): cheap (no file is read), and it changes when a file is replaced, edited or added.
+    Empty when nothing is there (the loader then says what is missing)."""
+    root = Path(path).expanduser()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(
+            f"{file.relative_to(root) if file != root else file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+        )
+    return digest.hexdigest()[:16] if files else ""
 
 
 def write_json(path: str | Path, obj: Any) -> None:
