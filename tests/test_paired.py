@@ -35,3 +35,14 @@ def test_errors():
         paired([1], [1], higher_is_better=True)
     with pytest.raises(PolytaskError, match="non-finite"):
         paired([1, float("nan")], [1, 2], higher_is_better=True)
+
+
+def test_equivalence_claims():
+    same = paired([1.0, 2.0, 3.0, 4.0], [1.001, 1.999, 3.002, 3.999], higher_is_better=True, margin=0.01, equivalent=True)
+    assert same.verdict == "reproduced" and "margin ±0.0100" in same.line("about equal")
+    apart = paired([1.1, 2.1, 3.1, 4.1], [1.0, 2.0, 3.0, 4.001], higher_is_better=True, margin=0.01, equivalent=True)
+    assert apart.verdict == "not reproduced"  # interval wholly above +margin
+    wide = paired([1.0, 2.05, 3.0, 4.0], [1.0, 2.0, 3.03, 4.0], higher_is_better=True, margin=0.01, equivalent=True)
+    assert wide.verdict == "inconclusive at 4 seeds"
+    with pytest.raises(PolytaskError, match="margin"):
+        paired([1, 2], [1, 2], higher_is_better=True, equivalent=True)

@@ -9,6 +9,11 @@ out of n. The verdict on a claim "A is better than B" is
 - ``not reproduced`` when the whole interval lies on the other side, or inside ±``margin`` (a
   difference too small to matter, when a margin is given),
 - ``inconclusive at n seeds`` otherwise.
+
+A claim that two models are *about equal* (``equivalent=True``, with a margin > 0) is ``reproduced`` when
+the whole interval lies inside ±margin (two one-sided tests at the same level), ``not reproduced`` when it
+lies wholly outside, and inconclusive otherwise (at least as strict as two one-sided t-tests at level
+(1 − level)/2 each).
 """
 
 from __future__ import annotations
@@ -36,9 +41,16 @@ class PairedResult:
     wins: int
     level: float
     margin: float
+    equivalent: bool = False
 
     @property
     def verdict(self) -> str:
+        if self.equivalent:
+            if -self.margin < self.low and self.high < self.margin:
+                return "reproduced"
+            if self.low >= self.margin or self.high <= -self.margin:
+                return "not reproduced"
+            return f"inconclusive at {self.n} seeds"
         if self.low > 0 and not (self.margin > 0 and self.high < self.margin):
             return "reproduced"
         if self.high < 0 or (self.margin > 0 and -self.margin < self.low and self.high < self.margin):
@@ -52,7 +64,8 @@ class PairedResult:
         return (
             f"{claim}: {self.a} − {self.b} = {f.format(self.mean)} ± {self.std:.{digits}f} (std), "
             f"{round(100 * self.level)}% CI {interval}, wins {self.wins}/{self.n}, paired t p = {self.p_value:.3g}"
-            f" -> {self.verdict}"
+            + (f", equivalence margin ±{self.margin:.{digits}f}" if self.equivalent else "")
+            + f" -> {self.verdict}"
         )
 
 
@@ -64,8 +77,10 @@ def paired(
     b: str = "B",
     level: float = 0.95,
     margin: float = 0.0,
+    equivalent: bool = False,
 ) -> PairedResult:
-    """The paired comparison of per-seed values ``a_values`` and ``b_values`` (same seeds, same order)."""
+    """The paired comparison of per-seed values ``a_values`` and ``b_values`` (same seeds, same order);
+    ``equivalent=True`` tests "about equal" (within ±``margin``) instead of "a is better than b"."""
     from scipy import stats
 
     if len(a_values) != len(b_values):
@@ -74,6 +89,8 @@ def paired(
         raise PolytaskError("paired: an interval needs at least 2 seeds")
     if not 0 < level < 1:
         raise PolytaskError(f"paired: level must be in (0, 1), got {level}")
+    if margin < 0 or (equivalent and margin == 0):
+        raise PolytaskError(f"paired: margin must be >= 0, and > 0 for an equivalence claim; got {margin}")
     sign = 1.0 if higher_is_better else -1.0
     diffs = [sign * (x - y) for x, y in zip(a_values, b_values)]
     if not all(math.isfinite(d) for d in diffs):
@@ -86,4 +103,4 @@ def paired(
     else:
         p_value = 1.0 if mean == 0 else 0.0
     wins = sum(d > 0 for d in diffs)
-    return PairedResult(a, b, n, mean, std, mean - half, mean + half, p_value, wins, level, margin)
+    return PairedResult(a, b, n, mean, std, mean - half, mean + half, p_value, wins, level, margin, equivalent)

@@ -473,7 +473,11 @@ class Trainer:
             ms_per_step=1000 * state["train_seconds"] / max(state["steps"], 1),
             skipped_batches=state["skipped"],
             train_seconds=state["train_seconds"],
-            extra={"epochs_trained": state["epoch"], "stopped_early": state["epoch"] < self.epochs},
+            extra={
+                "epochs_trained": state["epoch"],
+                "stopped_early": state["epoch"] < self.epochs,
+                "steps": state["steps"],
+            },
         )
         if self.writes:
             write_json(self.out_dir / "result.json", result.to_dict())  # type: ignore[operator]
