@@ -36,7 +36,7 @@ import torch
 import polytask as pt
 from polytask.data.base import Split, take
 from polytask.metrics import auc
-from polytask.reproduction import Stopwatch, budget_line, mean_std, run_jobs, verdict
+from polytask.reproduction import Stopwatch, budget_line, check_seeds, mean_std, run_jobs, verdict
 
 MODELS = ("ESMM", "BASE")
 
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.005, help="AUC gain too small to matter")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: every local core)")
     args = parser.parse_args()
+    check_seeds(parser, args.seeds)
     clock = Stopwatch()
     seeds = list(range(args.seeds))
     jobs = [(m, s, args.max_epochs, args.patience) for s in seeds for m in MODELS]

@@ -28,7 +28,7 @@ import statistics
 import torch
 
 import polytask as pt
-from polytask.reproduction import Stopwatch, budget_line, mean_std, run_jobs, verdict
+from polytask.reproduction import Stopwatch, budget_line, check_seeds, mean_std, run_jobs, verdict
 
 ARCHS = ["shared_bottom", "omoe", "mmoe"]
 PAPER_PS = [1.0, 0.9, 0.5]
@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--expert-units", type=int, default=16, help="units of each expert's layer (paper: 16)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: every local core)")
     args = parser.parse_args()
+    check_seeds(parser, args.seeds)
     clock = Stopwatch()
     ps = [float(v) for v in args.ps.split(",")]
     archs = args.archs.split(",")

@@ -120,6 +120,33 @@ def test_task_groups_data_and_margin_check():
     assert pair_margin(single, good, groups, delta=0.1)
     assert not pair_margin(single, {**good, frozenset("ab"): {"a": 0.95, "b": 0.7}}, groups, delta=0.1)
     assert not pair_margin(single, {**good, frozenset("ac"): {"a": 1.05, "c": 0.9}}, groups, delta=0.1)
+    # a singleton group (the noise task) is checked like any other: pairing it must hurt someone
+    with_noise = [*groups, ["n"]]
+    noise_pairs = {frozenset(t + "n"): {t: 1.3, "n": 1.2} for t in "abcd"}
+    assert pair_margin({**single, "n": 1.0}, {**good, **noise_pairs}, with_noise, delta=0.1)
+    harmless = {**noise_pairs, frozenset("an"): {"a": 1.0, "n": 0.8}}
+    assert not pair_margin({**single, "n": 1.0}, {**good, **harmless}, with_noise, delta=0.1)
+
+
+def test_noise_task_hurts_its_partner_and_itself():
+    """The distractor competes for the one feature of the recommended network (issue 20): both lose."""
+    data = pt.data.create("task_groups", seed=0)
+    arch = data.info["recommended_arch"]["hps_mlp"]
+
+    def test_mse(names):
+        tasks = [data.task(n) for n in names]
+        pt.seed_everything(0)
+        model = pt.models.create("hps_mlp", tasks=tasks, input_shape=data.input_shape, **arch)
+        balancer = pt.balancing.create("ew", tasks=names)
+        result = pt.Trainer(
+            model, tasks, balancer, data.train, data.val, data.test,
+            epochs=300, batch_size=60, lr=1e-2, device="cpu", progress=False, seed=0,
+        ).fit()  # fmt: skip
+        return {n: result.test_scores[n]["mse"] for n in names}
+
+    alone = {**test_mse(["g0_0"]), **test_mse(["noise"])}
+    pair = test_mse(["g0_0", "noise"])
+    assert pair["g0_0"] > 1.3 * alone["g0_0"] and pair["noise"] > 1.3 * alone["noise"]
 
 
 def test_group_command_writes_groups_and_heatmaps(tmp_path, capsys):

@@ -62,3 +62,13 @@ def test_budget_line_and_mean_std_by_hand():
     )
     assert mean_std([1.0, 3.0]) == "2.0000 ± 1.4142"
     assert mean_std([0.5]) == "0.5000 ± 0.0000"
+
+
+def test_scripts_refuse_fewer_than_two_seeds():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for script in sorted((Path(__file__).resolve().parents[1] / "examples").glob("reproduce_*.py")):
+        run = subprocess.run([sys.executable, str(script), "--seeds", "1"], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and "--seeds must be at least 2" in run.stderr, script.name

@@ -72,6 +72,12 @@ def run_jobs(
         bar.close()
 
 
+def check_seeds(parser, seeds: int) -> None:
+    """Refuse fewer than 2 seeds up front (a paired interval needs two), before any training."""
+    if seeds < 2:
+        parser.error(f"--seeds must be at least 2 for paired intervals, got {seeds}")
+
+
 def mean_std(values: Iterable[float]) -> str:
     """``mean ± std`` over seeds (std 0 for one seed)."""
     values = list(values)

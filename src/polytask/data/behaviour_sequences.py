@@ -17,8 +17,14 @@ Tasks of the main data:
 - ``category`` (``n_categories`` classes): the user's favourite category (argmax θ_u).
 
 ``held_out=True`` returns other users (``n_held_out`` rows for training, the same val/test sizes) with
-one task, ``shop`` (10 classes: the favourite shop group), for the transfer experiment: a representation
-learned on the main tasks, frozen, against the same network trained from scratch on few labels.
+one task, for the transfer experiment: a representation learned on the main tasks, frozen, against the
+same network trained from scratch on few labels. ``held_task`` picks it:
+
+- ``shop`` (10 classes): the favourite shop group, which is mostly the top category mod 10 — related to
+  one main task (``category``) only;
+- ``segment`` (10 classes): 2 (top category mod 5) + [preferred price bucket >= 3] — it needs what two
+  main tasks (``category`` and ``price``) learn, so a representation from several tasks can serve it
+  better than one from either task alone.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from polytask.features import SequenceSpec
 from polytask.tasks import Task
 
 PRICES, SHOPS, BEHAVIOURS, GAPS = 5, 10, 3, 5
+HELD_TASKS = ("shop", "segment")
 
 
 def _generate(rng, n_users, n_items, n_categories, length, item_cat, item_price, item_shop):
@@ -79,8 +86,11 @@ def behaviour_sequences(
     length: int = 30,
     held_out: bool = False,
     n_held_out: int = 300,
+    held_task: str = "shop",
     seed: int = 0,
 ) -> MultiTaskData:
+    if held_task not in HELD_TASKS:
+        raise PolytaskError(f"behaviour_sequences: held_task must be one of {HELD_TASKS}, got {held_task!r}")
     if min(n_train, n_val, n_test, n_items, n_categories, length, n_held_out) < 1 or n_items < n_categories:
         raise PolytaskError("behaviour_sequences: sizes must be >= 1 and n_items >= n_categories")
     world = np.random.default_rng(seed)
@@ -93,8 +103,9 @@ def behaviour_sequences(
         rng, n_rows, n_items, n_categories, length, item_cat, item_price, item_shop
     )
     if held_out:
-        tasks = [Task("shop", "multiclass", SHOPS, ("accuracy", "macro_f1"))]
-        targets = {"shop": torch.tensor(shop)}
+        label = shop if held_task == "shop" else 2 * (top % 5) + (price >= 3)
+        tasks = [Task(held_task, "multiclass", 10, ("accuracy", "macro_f1"))]
+        targets = {held_task: torch.tensor(label)}
         n_first = n_held_out
     else:
         tasks = [

@@ -3,13 +3,19 @@
 x ~ N(0, I_d). G groups of P tasks: unit directions u_1..u_G are orthonormal (QR of a Gaussian matrix),
 and task p of group g is y = s · u_gᵀx + σ ε with its own scale s = a_g (1 + 0.1 ξ) (a_g ~ U(1, 2),
 ξ, ε ~ N(0, 1)). Tasks of one group need the same feature; tasks of different groups need orthogonal
-ones. Plus one ``noise`` task (pure noise, unrelated to x), whose best group is itself. Every task is
-standardised with its training mean and std; MSE.
+ones. Plus one ``noise`` task, a noisy distractor: y = ``noise_signal`` · vᵀx + ε along a direction v of
+its own (orthogonal to every group's), so that it needs a feature nobody else needs and competes with any
+partner for it; its best group is itself. Measured on seeds 0-4 (pairs with g0_0 and g1_0, the
+recommended network): at the default ``noise_signal=2`` (a fifth of its variance noise) every pair hurts
+the noise task (1.5-3.9x its solo test MSE) and 9 of 10 hurt the partner by over 10% (up to 5.4x); at 1,
+half the partners; ``noise_signal=0`` gives pure noise, unrelated to x, which only overfits less beside
+a partner (0.75-0.93x its solo loss) and hurts nobody, so nothing then says it should train alone. Every task is standardised with its
+training mean and std; MSE.
 
 With a network that has room for one direction (``hps_mlp`` with a linear trunk of width 1, the
 recommended architecture), tasks of one group share their training signal (a pair sees its feature's
 noise averaged over two labels) while tasks of different groups compete for the one feature, and the
-noise task only pulls the feature astray, so the best set of G + 1 networks is the true grouping.
+noise task pulls the feature towards its own direction, so the best set of G + 1 networks is the true grouping.
 ``info["groups"]`` holds it; :func:`pair_margin` checks the margin
 on a measured pair-vs-single table before a seed's instance counts as ground truth.
 """
@@ -38,6 +44,7 @@ def task_groups(
     dim: int = 16,
     noise: float = 0.5,
     noise_task: bool = True,
+    noise_signal: float = 2.0,
     n_train: int = 60,
     n_val: int = 200,
     n_test: int = 2000,
@@ -47,10 +54,12 @@ def task_groups(
         raise PolytaskError(
             f"task_groups: needs groups >= 1, per_group >= 1 and dim >= groups (got {groups}, {per_group}, {dim})"
         )
-    if min(n_train, n_val, n_test) < 2 or noise < 0:
-        raise PolytaskError("task_groups: at least 2 samples per split and noise >= 0")
+    if min(n_train, n_val, n_test) < 2 or noise < 0 or noise_signal < 0:
+        raise PolytaskError("task_groups: at least 2 samples per split, noise >= 0 and noise_signal >= 0")
+    if noise_task and dim < groups + 1:
+        raise PolytaskError(f"task_groups: the noise task needs a direction of its own: dim >= groups + 1, got {dim}")
     rng = np.random.default_rng(seed)
-    directions, _ = np.linalg.qr(rng.normal(size=(dim, groups)))
+    directions, _ = np.linalg.qr(rng.normal(size=(dim, groups + int(noise_task))))
     n = n_train + n_val + n_test
     x = rng.normal(size=(n, dim))
     grouping = task_names(groups, per_group, noise_task)
@@ -61,7 +70,7 @@ def task_groups(
             s = a * (1 + 0.1 * rng.normal())
             columns.append(s * (x @ directions[:, g]) + noise * rng.normal(size=n))
     if noise_task:
-        columns.append(rng.normal(size=n))
+        columns.append(noise_signal * (x @ directions[:, groups]) + rng.normal(size=n))
     y = np.stack(columns, axis=1)
     y = (y - y[:n_train].mean(0)) / y[:n_train].std(0)
     names = [t for group in grouping for t in group]
@@ -91,14 +100,11 @@ def pair_margin(
     single: dict[str, float], pairs: dict[frozenset, dict[str, float]], groups: list[list[str]], delta: float
 ) -> bool:
     """The ground-truth check of a measured instance: within a group every L_pair/L_single < 1 − δ, and
-    every pair across two groups of several tasks has a task with L_pair/L_single > 1 + δ (sharing hurts
-    it). Pairs with a singleton group (the noise task) are not checked: nothing predicts them."""
+    every pair across two groups (the noise task's pairs included) has a task with L_pair/L_single > 1 + δ
+    (sharing hurts it)."""
     group_of = {t: i for i, g in enumerate(groups) for t in g}
-    size = {i: len(g) for i, g in enumerate(groups)}
     for pair, losses in pairs.items():
         a, b = sorted(pair)
-        if size[group_of[a]] == 1 or size[group_of[b]] == 1:
-            continue
         ratios = [losses[t] / single[t] for t in (a, b)]
         if group_of[a] == group_of[b]:
             if max(ratios) >= 1 - delta:
