@@ -15,7 +15,7 @@ from polytask.config import CompareConfig
 from polytask.data.base import config_hash
 
 # valid alternatives for string fields (a new string field without one fails here, on purpose)
-STRING_ALTERNATIVES = {"on_nonfinite": "skip", "dataset": "funnel"}
+STRING_ALTERNATIVES = {"on_nonfinite": "skip", "dataset": "funnel", "search_budget": "included"}
 DICT_ALTERNATIVES = {"dataset_options": {"n_train": 100}}
 NONE_ALTERNATIVES = {int: 3, float: 0.5, str: "x", dict: {"probe": 1}, list: ["probe"]}
 

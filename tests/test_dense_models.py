@@ -582,3 +582,31 @@ def test_adashare_keeps_blocks_the_curriculum_never_freed(scenes):
     policy = model.search(scenes.train, batch_size=8, seed=0)
     assert model.free_from == 8 - 1  # epochs 0-2 free only the last block
     assert torch.all(policy[:, :7] == 1)
+
+
+def test_search_budget_counts_the_search_epochs_that_stay_in_the_model(scenes):
+    """fully-adaptive keeps the weights of its search rounds (training the others do not get): with
+    search_budget "included" they count in the epochs; AdaShare re-draws its weights, so nothing counts."""
+    from polytask.config import TrainSettings
+    from polytask.runs import train_run
+
+    settings = TrainSettings(epochs=5, batch_size=8, device="cpu", search_budget="included")
+    result = train_run(scenes, "fully_adaptive", "ew", 0, settings, {"round_epochs": 2}, progress=False)
+    carried = result.extra["carried_search_passes"]
+    per_stage = 2 * (len(scenes.train) // 2) / len(scenes.train)  # 2 rounds on the half not held for affinities
+    assert carried == result.extra["search_passes"] and carried / per_stage in (1, 2, 3, 4)
+    assert result.extra["train_epochs"] == 5 - round(carried) == result.extra["epochs_trained"]
+    plain = TrainSettings(epochs=5, batch_size=8, device="cpu")
+    extra = train_run(scenes, "fully_adaptive", "ew", 0, plain, {"round_epochs": 2}, progress=False)
+    assert extra.extra["train_epochs"] == 5 == extra.extra["epochs_trained"] and extra.extra["search_budget"] == "extra"
+    ada = train_run(scenes, "adashare", "ew", 0, settings, {"warmup_epochs": 1, "search_epochs": 2}, progress=False)
+    assert ada.extra["carried_search_passes"] == 0 and ada.extra["train_epochs"] == 5
+    assert ada.extra["search_passes"] == pytest.approx(1 + 2 * (len(scenes.train) // 2) / len(scenes.train))
+
+
+def test_search_budget_must_be_known():
+    from polytask.config import CompareConfig
+    from polytask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="search_budget must be one of"):
+        CompareConfig(search_budget="matched")

@@ -38,7 +38,9 @@ def test_errors():
 
 
 def test_equivalence_claims():
-    same = paired([1.0, 2.0, 3.0, 4.0], [1.001, 1.999, 3.002, 3.999], higher_is_better=True, margin=0.01, equivalent=True)
+    same = paired(
+        [1.0, 2.0, 3.0, 4.0], [1.001, 1.999, 3.002, 3.999], higher_is_better=True, margin=0.01, equivalent=True
+    )
     assert same.verdict == "reproduced" and "margin ±0.0100" in same.line("about equal")
     apart = paired([1.1, 2.1, 3.1, 4.1], [1.0, 2.0, 3.0, 4.001], higher_is_better=True, margin=0.01, equivalent=True)
     assert apart.verdict == "not reproduced"  # interval wholly above +margin

@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ΔMTL that sorts and heads the leaderboard: p (per task, positive = better; default) or m "
         "(per metric, lower = better, as Nash-MTL/CAGrad/FAMO); both are stored",
     )
+    cmp.add_argument(
+        "--search-budget",
+        choices=("extra", "included"),
+        dest="search_budget",
+        help="searched designs: their search on top of --epochs (extra; default, the papers' protocol) or the "
+        "search epochs whose weights stay in the model counted in --epochs (included: a budget-matched run)",
+    )
     cmp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     tr = sub.add_parser("train", help="one training run from a YAML config")
@@ -119,7 +126,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     values.update(
         _overrides(
             args,
-            ("dataset", "archs", "methods", "seeds", "epochs", "batch_size", "lr", "device", "out", "cache", "delta"),
+            (
+                "dataset",
+                "archs",
+                "methods",
+                "seeds",
+                "epochs",
+                "batch_size",
+                "lr",
+                "device",
+                "out",
+                "cache",
+                "delta",
+                "search_budget",
+            ),
         )
     )
     config = from_mapping(CompareConfig, values, args.config or "command line")

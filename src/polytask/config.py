@@ -18,6 +18,9 @@ from polytask.typecheck import check_value
 DEFAULT_TRAINING = {"epochs": 20, "batch_size": 64, "lr": 2e-3}
 
 
+SEARCH_BUDGETS = ("extra", "included")
+
+
 @dataclass
 class TrainSettings:
     """Optimisation settings shared by single runs and comparisons. ``epochs``, ``batch_size`` and ``lr``
@@ -31,8 +34,14 @@ class TrainSettings:
     amp: bool = False
     on_nonfinite: str = "raise"
     patience: int | None = None
+    # architectures searched before training: "extra" trains every design for ``epochs`` after its search
+    # (the papers' protocol); "included" counts the search epochs whose weights stay in the final model
+    # (fully-adaptive's) in ``epochs``, so every design's weights get the same number of training epochs
+    search_budget: str = "extra"
 
     def __post_init__(self) -> None:
+        if self.search_budget not in SEARCH_BUDGETS:
+            raise ConfigError(f"search_budget must be one of {SEARCH_BUDGETS}, got {self.search_budget!r}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be >= 1 (epochs without improvement), got {self.patience}")
         if (self.epochs is not None and self.epochs < 1) or (self.batch_size is not None and self.batch_size < 1):

@@ -43,9 +43,11 @@ def train_run(
         raise ConfigError(
             f"architecture {arch!r} is searched before training, which runs in one process: train it without torchrun"
         )
+    epochs, search = settings.epochs, {}
     if hasattr(model, "search"):  # architectures searched before training (AdaShare, MTL-NAS, ...)
         device = resolve_device(settings.device)
         model.to(device).search(data.train, settings.batch_size, settings.lr, seed, progress, device)
+        epochs, search = searched_budget(model, settings)
     trainer = Trainer(
         model,
         data.tasks,
@@ -53,7 +55,7 @@ def train_run(
         data.train,
         data.val,
         data.test,
-        epochs=settings.epochs,
+        epochs=epochs,
         batch_size=settings.batch_size,
         lr=settings.lr,
         device=settings.device,
@@ -67,9 +69,27 @@ def train_run(
     )
     result = trainer.fit(resume=resume)
     result.extra["ms_per_image"] = ms_per_input(model, (data.test or data.val).inputs, trainer.device)
+    result.extra.update(search)
     if out_dir is not None:
         write_json(Path(out_dir) / "result.json", result.to_dict())
     return result
+
+
+def searched_budget(model: Any, settings: TrainSettings) -> tuple[int, dict[str, Any]]:
+    """The training epochs of a design just searched, and what its search cost, in passes over the whole
+    training set: ``search_passes`` of weight updates, ``carried_search_passes`` of them whose weights
+    stay in the final model. With ``search_budget: included`` the carried passes count in ``epochs``."""
+    passes = float(getattr(model, "search_passes", 0.0))
+    carried = float(getattr(model, "carried_search_passes", 0.0))
+    epochs = settings.epochs
+    if settings.search_budget == "included":
+        epochs = max(1, settings.epochs - round(carried))
+    return epochs, {
+        "search_passes": passes,
+        "carried_search_passes": carried,
+        "search_budget": settings.search_budget,
+        "train_epochs": epochs,
+    }
 
 
 def check_config_options(config: Any) -> Any:

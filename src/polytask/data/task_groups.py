@@ -9,8 +9,8 @@ partner for it; its best group is itself. Measured on seeds 0-4 (pairs with g0_0
 recommended network): at the default ``noise_signal=2`` (a fifth of its variance noise) every pair hurts
 the noise task (1.5-3.9x its solo test MSE) and 9 of 10 hurt the partner by over 10% (up to 5.4x); at 1,
 half the partners; ``noise_signal=0`` gives pure noise, unrelated to x, which only overfits less beside
-a partner (0.75-0.93x its solo loss) and hurts nobody, so nothing then says it should train alone. Every task is standardised with its
-training mean and std; MSE.
+a partner (0.75-0.93x its solo loss) and hurts nobody, so nothing then says it should train alone.
+Every task is standardised with its training mean and std; MSE.
 
 With a network that has room for one direction (``hps_mlp`` with a linear trunk of width 1, the
 recommended architecture), tasks of one group share their training signal (a pair sees its feature's

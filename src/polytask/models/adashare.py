@@ -186,6 +186,9 @@ class AdaShare(UsageSplitModel):
             else:  # blocks the curriculum never freed have untrained logits: they stay selected
                 self.policy[:, : self.free_from] = 1.0
         reinitialise(self, seed)
+        # weight-update passes over the whole training set (halves count half); none stay in the model
+        self.search_passes = self.warmup_epochs + self.search_epochs * len(network_half) / len(train)
+        self.carried_search_passes = 0.0
         return self.policy.clone()
 
     # ------------------------------------------------------------------ parameter split (fixed policy)

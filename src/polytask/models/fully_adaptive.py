@@ -195,6 +195,7 @@ class FullyAdaptive(MultiTaskModel):
         fit = Split(take(train.inputs, fit_idx), {k: v[fit_idx] for k, v in train.targets.items()})
         probe = Split(take(train.inputs, probe_idx), {k: v[probe_idx] for k, v in train.targets.items()})
         self.affinities = []
+        self.search_passes = self.carried_search_passes = 0.0
         stages = list(reversed(range(len(self.partition))))
         for j in tqdm(stages, desc="fully_adaptive search", disable=not progress):
             optimizer = torch.optim.Adam(self.parameters(), lr=lr)
@@ -202,6 +203,9 @@ class FullyAdaptive(MultiTaskModel):
             for epoch in range(self.round_epochs):
                 batches = BatchLoader(fit, batch_size, shuffle=True, seed=seed + 100 * j + epoch)
                 train_pass(self, self.task_objs, batches, optimizer, device, name="fully_adaptive")
+            # the rounds' weights stay in the final model: training that counts in its budget
+            self.search_passes += self.round_epochs * len(fit) / len(train)
+            self.carried_search_passes = self.search_passes
             affinity = easy_hard_affinity(self.per_example_losses(probe, device))
             self.affinities.append(affinity)
             self.split_stage(j, affinity)

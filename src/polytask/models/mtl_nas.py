@@ -176,6 +176,9 @@ class MTLNAS(UsageSplitModel):
         self.active.copy_((self.alpha > 0).float())
         reinitialise(self, seed)
         self._init_fusion()
+        # weight-update passes over the whole training set (a half counts half); none stay in the model
+        self.search_passes = self.search_epochs * len(network_half) / len(train)
+        self.carried_search_passes = 0.0
         return self.active.clone()
 
     # ------------------------------------------------------------------ parameters
