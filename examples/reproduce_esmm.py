@@ -36,7 +36,7 @@ import torch
 import polytask as pt
 from polytask.data.base import Split, take
 from polytask.metrics import auc
-from polytask.reproduction import Stopwatch, budget_line, check_seeds, mean_std, run_jobs, verdict
+from polytask.reproduction import Stopwatch, budget_line, check_seeds, mean_std, run_jobs, save_records, verdict
 
 MODELS = ("ESMM", "BASE")
 
@@ -95,12 +95,14 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--margin", type=float, default=0.005, help="AUC gain too small to matter")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: every local core)")
+    parser.add_argument("--out", default="runs/esmm", help="where records.json (every run's numbers) goes")
     args = parser.parse_args()
     check_seeds(parser, args.seeds)
     clock = Stopwatch()
     seeds = list(range(args.seeds))
     jobs = [(m, s, args.max_epochs, args.patience) for s in seeds for m in MODELS]
     records = run_jobs(train_one, jobs, args.workers, desc="esmm")
+    print(f"every run's numbers: {save_records(args.out, jobs, records)}")
     runs = {m: [r for (name, *_), r in zip(jobs, records) if name == m] for m in MODELS}
     keys = ["cvr_auc_clicked", "cvr_auc_all", "calibration_mae", "mean_pred", "mean_true"]
     print(f"\nfunnel test split, mean ± std over {len(seeds)} seeds:\n")

@@ -36,7 +36,7 @@ from pathlib import Path
 import polytask as pt
 from polytask.auxiliary import MAXL
 from polytask.auxiliary.maxl import GENERATOR_LR_RATIO, save_label_grid
-from polytask.reproduction import Stopwatch, check_seeds, mean_std, run_jobs, verdict
+from polytask.reproduction import Stopwatch, check_seeds, mean_std, run_jobs, save_records, verdict
 
 MARGIN = 0.005  # accuracy differences under half a point (~6 of the ~1,200 test images) are too small to matter
 
@@ -81,6 +81,7 @@ def main() -> None:
             figure = str(out / "maxl_generated_labels.png") if scale == max(scales) else None
             jobs.append((name, scale, seed, {**settings, "figure": figure}))
     records = run_jobs(train_one, jobs, args.workers, desc="maxl")
+    print(f"every run's numbers: {save_records(out, jobs, records)}")
     runs = {name: [r for (v, *_), r in zip(jobs, records) if v == name] for name, _ in variants}
 
     print(f"\n{args.primary} primary task, {args.n_train} training images, {args.seeds} seeds, {args.epochs} epochs")

@@ -28,7 +28,7 @@ import statistics
 import torch
 
 import polytask as pt
-from polytask.reproduction import Stopwatch, budget_line, check_seeds, mean_std, run_jobs, verdict
+from polytask.reproduction import Stopwatch, budget_line, check_seeds, mean_std, run_jobs, save_records, verdict
 
 ARCHS = ["shared_bottom", "omoe", "mmoe"]
 PAPER_PS = [1.0, 0.9, 0.5]
@@ -72,11 +72,13 @@ def train_one(
 
 
 def sweep(
-    ps, seeds, archs, max_epochs: int = 150, patience: int = 10, lr=1e-3, experts=8, units=16, workers=None
+    ps, seeds, archs, max_epochs: int = 150, patience: int = 10, lr=1e-3, experts=8, units=16, workers=None, out=None
 ) -> dict[tuple[str, float], list[dict]]:
     """{(arch, p): [record per seed]} for every arch, p and seed."""
     jobs = [(a, p, s, max_epochs, patience, lr, experts, units) for p in ps for a in archs for s in seeds]
     records = run_jobs(train_one, jobs, workers, desc="mmoe sweep")
+    if out is not None:
+        print(f"every run's numbers: {save_records(out, jobs, records)}")
     results: dict[tuple[str, float], list[dict]] = {}
     for (arch, p, *_), record in zip(jobs, records):
         results.setdefault((arch, p), []).append(record)
@@ -113,6 +115,10 @@ def claims(results, ps, archs) -> list:
         drop = {a: [x - y for x, y in zip(mse(a, low), mse(a, top))] for a in ("omoe", "mmoe")}
         out.append(verdict(f"OMoE degrades more than MMoE from p={top} to p={low}", "mmoe drop", drop["mmoe"],
                            "omoe drop", drop["omoe"], higher_is_better=False, margin=MARGIN))  # fmt: skip
+    if "mmoe" in archs:
+        gates = {p: [r["gate_separation"] for r in results["mmoe", p]] for p in (low, top)}
+        out.append(verdict(f"mechanism: MMoE's gates further apart at p={low} than at p={top}", f"p={low}",
+                           gates[low], f"p={top}", gates[top], higher_is_better=True))  # fmt: skip
     if "shared_bottom" in archs:
         for a in ("omoe", "mmoe"):
             if a in archs:
@@ -133,6 +139,7 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=8, help="experts of OMoE/MMoE (paper: 8)")
     parser.add_argument("--expert-units", type=int, default=16, help="units of each expert's layer (paper: 16)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: every local core)")
+    parser.add_argument("--out", default="runs/mmoe", help="where records.json (every run's numbers) goes")
     args = parser.parse_args()
     check_seeds(parser, args.seeds)
     clock = Stopwatch()
@@ -140,7 +147,16 @@ def main() -> None:
     archs = args.archs.split(",")
     seeds = list(range(args.seeds))
     results = sweep(
-        ps, seeds, archs, args.max_epochs, args.patience, args.lr, args.experts, args.expert_units, args.workers
+        ps,
+        seeds,
+        archs,
+        args.max_epochs,
+        args.patience,
+        args.lr,
+        args.experts,
+        args.expert_units,
+        args.workers,
+        args.out,
     )
     print(f"\nTest MSE (mean of the two tasks), mean ± std over {len(seeds)} seeds:\n")
     print(table(results, ps, archs))

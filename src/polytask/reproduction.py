@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from polytask.errors import PolytaskError
 from polytask.paired import PairedResult, paired
+from polytask.utils import write_json
 
 
 def local_cores() -> int:
@@ -116,6 +118,14 @@ def verdict(
     result = paired(a_values, b_values, higher_is_better, a, b, margin=margin, equivalent=equivalent)
     print("  " + result.line(claim, digits), flush=True)
     return result
+
+
+def save_records(out: str | Path, jobs: Sequence[tuple], records: Sequence[Any]) -> Path:
+    """Write every job's arguments and result to ``out/records.json`` (to re-analyse without re-training)."""
+    path = Path(out).expanduser() / "records.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, [{"job": list(job), "result": record} for job, record in zip(jobs, records)])
+    return path
 
 
 class Stopwatch:
