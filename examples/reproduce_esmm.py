@@ -1,7 +1,7 @@
 """ESMM (Ma et al. 2018) against the usual CVR model trained on clicked impressions only ("BASE" in the
 paper), on the ``funnel`` data whose true pCVR is known, with paired verdicts.
 
-    python examples/reproduce_esmm.py [--seeds 20] [--max-epochs 60] [--patience 6] [--workers N]
+    python examples/reproduce_esmm.py [--seeds 40] [--max-epochs 60] [--patience 6] [--workers N]
 
 ESMM: shared embeddings, CTR and CVR towers (200, 80), losses BCE(click, pCTR) + BCE(click∧conversion,
 pCTR·pCVR) over all impressions. BASE: the same embeddings and CVR tower (a ``shared_bottom`` with bottom
@@ -90,7 +90,7 @@ def train_one(model_name: str, seed: int, max_epochs: int, patience: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--margin", type=float, default=0.005, help="AUC gain too small to matter")

@@ -2,7 +2,7 @@
 parameter sharing: PAD-Net (Xu et al. 2018), Sluice networks (Ruder et al. 2019) and fully-adaptive
 feature sharing (Lu et al. 2017) each better than HPS on the same backbone.
 
-    python examples/reproduce_scenes.py [--seeds 5] [--epochs 30] [--archs padnet,sluice,fully_adaptive] [--workers N]
+    python examples/reproduce_scenes.py [--seeds 5] [--epochs 40] [--archs padnet,sluice,fully_adaptive] [--workers N]
 
 Every model (and the four single-task networks of the baseline, ``hps_resnet`` with one task) trains
 ``--epochs`` epochs with equal weighting (``polytask compare``'s defaults: Adam 2e-3, batch 64), and
@@ -49,7 +49,7 @@ def train_one(arch: str, task: str | None, seed: int, epochs: int, search_budget
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--archs", default="padnet,sluice,fully_adaptive")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: every local core)")
     parser.add_argument("--out", default="runs/scenes", help="where records.json (every run's numbers) goes")

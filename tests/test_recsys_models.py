@@ -235,3 +235,19 @@ def test_recommenders_take_behaviour_sequences_by_mean_pooling(arch):
     model = pt.models.create(arch, tasks=data.tasks, input_shape=data.input_shape)
     out = model(data.train.inputs)
     assert out["category"].shape == (32, 20) and out["ctr"].shape == (32, 1)
+
+
+def test_held_out_segment_task_needs_category_and_price():
+    options = dict(held_out=True, n_held_out=400, n_val=16, n_test=16, n_items=60, length=8, seed=1)
+    shop = pt.data.create("behaviour_sequences", **options)
+    segment = pt.data.create("behaviour_sequences", held_task="segment", **options)
+    assert [t.name for t in segment.tasks] == ["segment"] and segment.tasks[0].out_features == 10
+    assert torch.equal(shop.train.inputs["item"], segment.train.inputs["item"])  # the same users, another label
+    labels = segment.train.targets["segment"]
+    assert set(labels.tolist()) == set(range(10))  # 5 category groups x 2 price levels
+    # the category half of the label: users whose favourite shop group (mostly top category mod 10) is g
+    # mostly have segment // 2 == g mod 5
+    agree = (labels // 2 == shop.train.targets["shop"] % 5).float().mean()
+    assert agree > 0.6
+    with pytest.raises(PolytaskError, match="held_task must be one of"):
+        pt.data.create("behaviour_sequences", held_out=True, held_task="brand")
