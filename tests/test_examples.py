@@ -35,9 +35,11 @@ def test_reproduce_maxl_prints_the_table_and_the_label_grid(tmp_path):
     cmd = [sys.executable, str(ROOT / "examples" / "reproduce_maxl.py"), "--seeds", "2", "--epochs", "2"]
     proc = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for variant in ("single", "human", "maxl", "maxl-fo"):
-        assert f"  {variant}" in proc.stdout
+    for variant in ("single", "human", "frozen", "maxl x1", "maxl x100"):
+        assert f"| {variant} |" in proc.stdout
+    assert "learning the labels matters" in proc.stdout and "-> " in proc.stdout  # paired verdicts
     assert (tmp_path / "maxl_generated_labels.png").stat().st_size > 5_000
+    assert (tmp_path / "records.json").exists()
 
 
 def test_balancing_cost_benchmark_prints_its_table_and_checks_its_hand_written_references():
